@@ -1,0 +1,87 @@
+"""Group-normalised advantages: hand-worked values and GRPO invariants."""
+
+import pytest
+import torch
+
+from t2ir1.algos.advantages import group_normalized, group_stats
+
+
+def test_hand_worked_values():
+    # Groups [1, 2] and [3, 4]: mean 1.5 / 3.5, unbiased std sqrt(((0.5)^2 + (0.5)^2) / 1) = 0.70711.
+    # A = (+-0.5) / (0.70711 + 1e-4) = +-0.70701.
+    rewards = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    expected = torch.tensor([-0.5, 0.5, -0.5, 0.5]) / (2**-0.5 + 1e-4)
+    torch.testing.assert_close(group_normalized(rewards, group_size=2), expected)
+    assert abs(expected[1].item() - 0.70701) < 1e-4
+
+
+def test_hand_worked_group_of_four():
+    # [0, 0, 1, 1]: mean 0.5, unbiased var = 4 * 0.25 / 3 = 1/3, std = 0.57735.
+    # A = +-0.5 / (0.57735 + 1e-4) = +-0.86588.
+    advantages = group_normalized(torch.tensor([0.0, 0.0, 1.0, 1.0]), group_size=4)
+    torch.testing.assert_close(advantages, torch.tensor([-1.0, -1.0, 1.0, 1.0]) * 0.5 / (3**-0.5 + 1e-4))
+
+
+def test_unscaled_is_mean_removed_only():
+    # Dr. GRPO: [1, 2 | 3, 7] -> means 1.5, 5 -> [-0.5, 0.5, -2, 2].
+    advantages = group_normalized(torch.tensor([1.0, 2.0, 3.0, 7.0]), group_size=2, scale=False)
+    torch.testing.assert_close(advantages, torch.tensor([-0.5, 0.5, -2.0, 2.0]))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("scale", [True, False])
+def test_groups_sum_to_zero_and_match_loop(seed, scale):
+    generator = torch.Generator().manual_seed(seed)
+    rewards = torch.rand(5 * 8, generator=generator, dtype=torch.float64)
+    advantages = group_normalized(rewards, group_size=8, scale=scale)
+    torch.testing.assert_close(advantages.view(5, 8).sum(dim=1), torch.zeros(5, dtype=torch.float64))
+    for index in range(5):
+        group = rewards[index * 8 : (index + 1) * 8]
+        expected = group - group.mean()
+        if scale:
+            expected = expected / (group.std() + 1e-4)
+        torch.testing.assert_close(advantages[index * 8 : (index + 1) * 8], expected)
+
+
+def test_equal_rewards_give_exact_zero():
+    # 0.1 * 3 is not exactly representable: a naive mean leaves a residue that eps would blow up.
+    rewards = torch.tensor([0.1, 0.1, 0.1, 0.0, 1.0, 0.5])
+    advantages = group_normalized(rewards, group_size=3)
+    assert torch.equal(advantages[:3], torch.zeros(3))
+    assert torch.isfinite(advantages).all()
+    assert advantages[4] > 0 > advantages[3]
+
+
+def test_higher_reward_gets_higher_advantage():
+    advantages = group_normalized(torch.tensor([0.2, 0.9, 0.5, 0.1]), group_size=4)
+    assert torch.equal(advantages.argsort(), torch.tensor([3, 0, 2, 1]))
+
+
+def test_group_stats():
+    # Groups [1, 1], [2, 4], [5, 5]: std 0, sqrt(2), 0 -> mean sqrt(2)/3 = 0.47140; 2 of 3 constant.
+    stats = group_stats(torch.tensor([1.0, 1.0, 2.0, 4.0, 5.0, 5.0]), group_size=2)
+    torch.testing.assert_close(stats["reward_std_mean"], torch.tensor(2**0.5 / 3))
+    torch.testing.assert_close(stats["zero_std_frac"], torch.tensor(2 / 3))
+    assert all(not value.requires_grad and value.dim() == 0 for value in stats.values())
+
+
+def test_group_size_one_is_rejected():
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        group_normalized(torch.tensor([1.0, 2.0]), group_size=1)
+
+
+def test_length_not_multiple_of_group_size():
+    with pytest.raises(ValueError, match="multiple of group_size=2"):
+        group_normalized(torch.tensor([1.0, 2.0, 3.0]), group_size=2)
+
+
+def test_nan_rewards_are_named():
+    with pytest.raises(ValueError, match=r"indices \[1, 3\]"):
+        group_normalized(torch.tensor([1.0, float("nan"), 3.0, float("nan")]), group_size=2)
+    with pytest.raises(ValueError, match=r"indices \[2\]"):
+        group_stats(torch.tensor([1.0, 2.0, float("inf"), 0.0]), group_size=2)
+
+
+def test_gradient_does_not_flow_into_rewards_from_stats():
+    rewards = torch.tensor([1.0, 2.0], requires_grad=True)
+    assert not group_stats(rewards, group_size=2)["reward_std_mean"].requires_grad
