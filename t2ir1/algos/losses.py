@@ -1,0 +1,142 @@
+"""The BiCoT-GRPO objective (T2I-R1, arXiv 2505.00703, Eq. 2-4; REFERENCE §2.6).
+
+One row per generated sample: its semantic-CoT text tokens followed by its image tokens,
+right-padded to a common length ``T``; ``mask`` marks the real tokens. Pure tensor math:
+no config, no ``torch.distributed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def _token_mean(per_token: Tensor, mask: Tensor) -> Tensor:
+    """One masked mean over every real token of the batch (T2I-R1): ``sum / sum(mask)``."""
+    return (per_token * mask).sum() / mask.sum()
+
+
+def _sequence_mean(per_token: Tensor, mask: Tensor) -> Tensor:
+    """Mean over rows of each row's masked mean (DeepSeekMath GRPO); empty rows count as 0."""
+    row_sums = (per_token * mask).sum(dim=1)  # [N]
+    row_lengths = mask.sum(dim=1).clamp(min=1.0)  # [N]
+    return (row_sums / row_lengths).mean()
+
+
+def _dr_grpo(per_token: Tensor, mask: Tensor) -> Tensor:
+    """Masked sum divided by the constant ``N * T_max`` (Dr. GRPO, arXiv 2503.20783): no length bias."""
+    return (per_token * mask).sum() / mask.numel()
+
+
+# How per-token losses become one scalar; chosen by name from the algo config.
+AGGREGATIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "token_mean": _token_mean,
+    "sequence_mean": _sequence_mean,
+    "dr_grpo": _dr_grpo,
+}
+
+
+def _check_shapes(
+    logp: Tensor, old_logp: Tensor | None, ref_logp: Tensor | None, advantages: Tensor, mask: Tensor
+) -> None:
+    if logp.dim() != 2:
+        raise ValueError(f"logp must be [N, T]; got shape {tuple(logp.shape)}")
+    for name, tensor in (("old_logp", old_logp), ("ref_logp", ref_logp), ("mask", mask)):
+        if tensor is not None and tensor.shape != logp.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)}; expected {tuple(logp.shape)} like logp"
+            )
+    if advantages.shape != (logp.shape[0],):
+        raise ValueError(f"advantages must be [N] = [{logp.shape[0]}]; got shape {tuple(advantages.shape)}")
+
+
+def bicot_grpo_loss(
+    logp: Tensor,
+    old_logp: Tensor | None,
+    ref_logp: Tensor | None,
+    advantages: Tensor,
+    mask: Tensor,
+    beta: float,
+    clip_eps_low: float = 0.2,
+    clip_eps_high: float = 0.2,
+    aggregation: str = "token_mean",
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """BiCoT-GRPO loss over text + image tokens, with detached diagnostics.
+
+    Per token ``t`` of row ``i`` (REFERENCE §2.6)::
+
+        ratio = exp(logp - old_logp)
+        surrogate = min(ratio * A_i, clip(ratio, 1 - clip_eps_low, 1 + clip_eps_high) * A_i)
+        kl = exp(ref_logp - logp) - (ref_logp - logp) - 1          # k3 estimator, >= 0
+        loss_t = -(surrogate - beta * kl)
+
+    T2I-R1 does one update per rollout, so ``old_logp = logp.detach()``: the ratio is exactly
+    1, the surrogate equals ``A_i`` in value, and its gradient is ``A_i * grad(logp)``. Pass
+    ``old_logp=None`` for that case. With ``ratio == 1`` clipping never engages.
+
+    Computation is in float32 whatever the input dtype. Masked-out positions are replaced by 0
+    before any arithmetic, so padding may hold any value (even ``-inf``) without affecting the
+    loss or producing NaN gradients.
+
+    Args:
+        logp: ``[N, T]`` log-probs of the sampled tokens under the policy (with grad).
+        old_logp: ``[N, T]`` log-probs under the rollout policy, or None for ``logp.detach()``.
+        ref_logp: ``[N, T]`` log-probs under the frozen reference model, or None for no KL term.
+        advantages: ``[N]`` one advantage per row (see ``algos.advantages.group_normalized``).
+        mask: ``[N, T]`` bool or float, 1 on real tokens (text up to and including EOS, then
+            all image tokens), 0 on padding.
+        beta: KL coefficient (paper: 0.01); 0 disables the KL term.
+        clip_eps_low: lower PPO clip range, ratio floor ``1 - clip_eps_low``.
+        clip_eps_high: upper PPO clip range, ratio ceiling ``1 + clip_eps_high``.
+        aggregation: ``"token_mean"`` (paper: one masked mean over all tokens of the batch),
+            ``"sequence_mean"`` (mean of per-row masked means) or ``"dr_grpo"``
+            (masked sum / ``N * T``).
+
+    Returns:
+        ``(loss, diagnostics)``: scalar loss, and detached float32 scalars ``kl`` (masked mean
+        of the k3 KL), ``clip_frac`` (fraction of real tokens whose gradient the clip removed),
+        ``ratio_mean`` (masked mean ratio), ``adv_std`` (population std of ``advantages``) and
+        ``pg_loss`` (the aggregated ``-surrogate`` alone).
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation {aggregation!r} is unknown; choose one of {', '.join(AGGREGATIONS)}")
+    _check_shapes(logp, old_logp, ref_logp, advantages, mask)
+    real = mask.bool()  # [N, T]
+    weights = real.float()  # [N, T]
+    if not real.any():
+        raise ValueError("mask selects no tokens; every row is padding, so there is nothing to train on")
+    zero = torch.zeros((), dtype=torch.float32, device=logp.device)
+
+    logp = torch.where(real, logp.float(), zero)  # [N, T]
+    old = logp.detach() if old_logp is None else torch.where(real, old_logp.detach().float(), zero)
+    adv = advantages.detach().float().unsqueeze(1)  # [N, 1]
+
+    ratio = torch.exp(logp - old)  # [N, T]
+    clipped_ratio = ratio.clamp(1.0 - clip_eps_low, 1.0 + clip_eps_high)
+    surrogate = torch.minimum(ratio * adv, clipped_ratio * adv)  # [N, T]
+
+    use_kl = ref_logp is not None and beta != 0.0
+    if use_kl:
+        log_ref_ratio = torch.where(real, ref_logp.detach().float(), zero) - logp  # [N, T]
+        kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1.0  # [N, T]
+        per_token = -(surrogate - beta * kl)
+    else:
+        kl = torch.zeros_like(logp)
+        per_token = -surrogate
+
+    aggregate = AGGREGATIONS[aggregation]
+    loss = aggregate(per_token, weights)
+
+    with torch.no_grad():
+        # Clipping removes the gradient only where the clipped branch wins the min.
+        clipped = ((ratio < 1.0 - clip_eps_low) & (adv < 0)) | ((ratio > 1.0 + clip_eps_high) & (adv > 0))
+        diagnostics = {
+            "kl": _token_mean(kl, weights).detach(),
+            "clip_frac": _token_mean(clipped.float(), weights),
+            "ratio_mean": _token_mean(ratio, weights).detach(),
+            "adv_std": advantages.detach().float().std(unbiased=False),
+            "pg_loss": aggregate(-surrogate, weights).detach(),
+        }
+    return loss, diagnostics
