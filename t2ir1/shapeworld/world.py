@@ -1,0 +1,248 @@
+"""ShapeWorld: the vocabulary and the scene type of the offline miniature world.
+
+A scene is 1-4 flat, non-overlapping shapes of a few well-separated colours on a
+plain background. Everything a later stage must enumerate (shape and colour words,
+image size, object sizes) lives in the one :data:`WORLD` spec, so that a tokenizer
+or a pretraining script can list every word and pixel value the world can produce.
+
+Boxes are ``(x0, y0, x1, y1)`` in pixels, half-open: an object covers columns
+``x0 <= x < x1`` and rows ``y0 <= y < y1`` (so ``x1 - x0`` is its width), the same
+convention as detector boxes. Image ``y`` grows downwards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+# Shape names double as detector labels and as prompt nouns.
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
+
+# Well-separated colours: every pair of palette entries, background included, is at
+# least 166 apart in RGB (closest: blue-purple 166, red-purple 182, red-yellow 194).
+COLORS: Mapping[str, tuple[int, int, int]] = MappingProxyType(
+    {
+        "red": (220, 20, 20),
+        "green": (20, 160, 20),
+        "blue": (20, 60, 230),
+        "yellow": (240, 200, 0),
+        "purple": (180, 20, 210),
+    }
+)
+
+BACKGROUND: tuple[int, int, int] = (255, 255, 255)
+
+Box = tuple[int, int, int, int]
+
+
+class SceneError(ValueError):
+    """A scene that ShapeWorld cannot draw or cannot place."""
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Everything that defines the world: vocabulary, palette, sizes (pixels)."""
+
+    shapes: tuple[str, ...] = SHAPES
+    colors: Mapping[str, tuple[int, int, int]] = field(default_factory=lambda: COLORS)
+    background: tuple[int, int, int] = BACKGROUND
+    # Square images, side in pixels (the tiny Janus VQ uses 8x8 px patches: 8x8 tokens at 64).
+    image_size: int = 64
+    # Objects are square boxes with a side in [min_object_size, max_object_size].
+    min_object_size: int = 12
+    max_object_size: int = 24
+    # Empty pixels kept between any two object boxes (so components never touch).
+    object_gap: int = 3
+    # Empty pixels kept between any object box and the image border.
+    border: int = 2
+    # Two objects are "next to" each other when the gap between their boxes is at most this.
+    near_gap: int = 8
+    # Most objects in one scene.
+    max_objects: int = 4
+
+    def __post_init__(self) -> None:
+        if len(set(self.shapes)) != len(self.shapes) or not self.shapes:
+            raise SceneError(f"WorldSpec.shapes must be distinct and non-empty, got {self.shapes}")
+        unknown = set(self.shapes) - set(SHAPE_DRAWERS)
+        if unknown:
+            raise SceneError(f"WorldSpec.shapes {sorted(unknown)} cannot be drawn; known shapes: {sorted(SHAPE_DRAWERS)}")
+        if not self.colors:
+            raise SceneError("WorldSpec.colors must name at least one colour")
+        if not 0 < self.min_object_size <= self.max_object_size:
+            raise SceneError(
+                f"WorldSpec object sizes must satisfy 0 < min ({self.min_object_size}) <= max ({self.max_object_size})"
+            )
+        if self.max_object_size + 2 * self.border > self.image_size:
+            raise SceneError(
+                f"WorldSpec.max_object_size {self.max_object_size} plus border does not fit image_size {self.image_size}"
+            )
+
+    @property
+    def color_names(self) -> tuple[str, ...]:
+        return tuple(self.colors)
+
+    def palette(self) -> np.ndarray:
+        """``[1 + C, 3]`` uint8: the background first, then the colours in ``color_names`` order."""
+        return np.array([self.background, *self.colors.values()], dtype=np.uint8)
+
+    def words(self) -> tuple[str, ...]:
+        """Every shape and colour word, singular and plural, sorted (for tokenizers)."""
+        return tuple(sorted({*self.shapes, *(plural(s) for s in self.shapes), *self.colors}))
+
+
+def plural(noun: str) -> str:
+    """English plural of a shape noun (``"cross" -> "crosses"``, ``"square" -> "squares"``)."""
+    return noun + "es" if noun.endswith(("s", "x", "ch", "sh")) else noun + "s"
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One flat shape: ``box`` is ``(x0, y0, x1, y1)`` half-open pixels, square (``x1-x0 == y1-y0``)."""
+
+    shape: str
+    color: str
+    box: Box
+
+    @property
+    def center(self) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.box
+        return ((x0 + x1) / 2.0, (y0 + y1) / 2.0)
+
+    @property
+    def size(self) -> int:
+        return self.box[2] - self.box[0]
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A full picture: ``objects`` on a ``size`` x ``size`` canvas of colour ``background``."""
+
+    objects: tuple[SceneObject, ...]
+    size: int = WorldSpec.image_size
+    background: tuple[int, int, int] = BACKGROUND
+
+    def validate(self, world: WorldSpec | None = None) -> None:
+        """Raise :class:`SceneError` if an object is unknown, out of the canvas, or overlaps another."""
+        world = world or WORLD
+        for index, obj in enumerate(self.objects):
+            if obj.shape not in world.shapes:
+                raise SceneError(f"object {index}: shape {obj.shape!r} is not one of {world.shapes}")
+            if obj.color not in world.colors:
+                raise SceneError(f"object {index}: colour {obj.color!r} is not one of {world.color_names}")
+            x0, y0, x1, y1 = obj.box
+            if not (0 <= x0 < x1 <= self.size and 0 <= y0 < y1 <= self.size):
+                raise SceneError(f"object {index}: box {obj.box} is outside the {self.size}x{self.size} canvas")
+        for i in range(len(self.objects)):
+            for j in range(i + 1, len(self.objects)):
+                if box_gap(self.objects[i].box, self.objects[j].box) < 1:
+                    raise SceneError(f"objects {i} and {j} touch or overlap: {self.objects[i].box} {self.objects[j].box}")
+
+
+def box_gap(a: Box, b: Box) -> int:
+    """Empty pixels between two half-open boxes along the axis that separates them (<= 0: they touch/overlap)."""
+    gap_x = max(b[0] - a[2], a[0] - b[2])
+    gap_y = max(b[1] - a[3], a[1] - b[3])
+    return max(gap_x, gap_y)
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes (0 when either is empty)."""
+    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = inter_w * inter_h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _square_polygon(x0: int, y0: int, x1: int, y1: int) -> list[tuple[float, float]]:
+    return [(x0, y0), (x1 - 1, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)]
+
+
+def _triangle_polygon(x0: int, y0: int, x1: int, y1: int) -> list[tuple[float, float]]:
+    # Apex at the top centre, flat base on the bottom row.
+    return [((x0 + x1 - 1) / 2.0, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)]
+
+
+def _diamond_polygon(x0: int, y0: int, x1: int, y1: int) -> list[tuple[float, float]]:
+    cx, cy = (x0 + x1 - 1) / 2.0, (y0 + y1 - 1) / 2.0
+    return [(cx, y0), (x1 - 1, cy), (cx, y1 - 1), (x0, cy)]
+
+
+# How each shape is drawn into its box: ("ellipse", None) or ("polygon", vertices(box)).
+SHAPE_DRAWERS = {
+    "circle": ("ellipse", None),
+    "square": ("polygon", _square_polygon),
+    "triangle": ("polygon", _triangle_polygon),
+    "diamond": ("polygon", _diamond_polygon),
+}
+
+WORLD = WorldSpec()
+
+
+def random_scene(
+    rng: np.random.Generator,
+    num_objects: int | None = None,
+    world: WorldSpec = WORLD,
+    max_tries: int = 2000,
+) -> Scene:
+    """A scene of ``num_objects`` (default: uniform in 1..``world.max_objects``) random objects.
+
+    Shapes and colours are uniform and independent; placement is by rejection so
+    that boxes keep ``world.object_gap`` between them and ``world.border`` from the edge.
+    """
+    if num_objects is None:
+        num_objects = int(rng.integers(1, world.max_objects + 1))
+    shapes = [world.shapes[i] for i in rng.integers(0, len(world.shapes), num_objects)]
+    colors = [world.color_names[i] for i in rng.integers(0, len(world.colors), num_objects)]
+    boxes = place_boxes(rng, num_objects, world=world, max_tries=max_tries)
+    objects = tuple(SceneObject(s, c, b) for s, c, b in zip(shapes, colors, boxes, strict=True))
+    return Scene(objects=objects, size=world.image_size, background=world.background)
+
+
+def sample_box(rng: np.random.Generator, size: int, world: WorldSpec = WORLD) -> Box:
+    """A uniformly placed square box of side ``size`` inside the border."""
+    low, high = world.border, world.image_size - world.border - size
+    x0, y0 = (int(v) for v in rng.integers(low, high + 1, 2))
+    return (x0, y0, x0 + size, y0 + size)
+
+
+def fits(box: Box, others: Sequence[Box], world: WorldSpec = WORLD) -> bool:
+    """Whether ``box`` keeps ``world.object_gap`` empty pixels from every box in ``others``."""
+    return all(box_gap(box, other) >= world.object_gap for other in others)
+
+
+def place_boxes(
+    rng: np.random.Generator,
+    num_objects: int,
+    world: WorldSpec = WORLD,
+    max_tries: int = 2000,
+    existing: Sequence[Box] = (),
+) -> list[Box]:
+    """``num_objects`` new non-overlapping square boxes that also keep clear of ``existing``.
+
+    Sizes are uniform in ``[min_object_size, max_object_size]``; after every
+    ``max_tries // 8`` failed attempts the largest allowed size shrinks by a
+    quarter of the range, so crowded scenes still place (deterministically per ``rng``).
+    """
+    if num_objects < 0 or num_objects + len(existing) > world.max_objects:
+        raise SceneError(
+            f"cannot place {num_objects} objects next to {len(existing)} existing ones: "
+            f"ShapeWorld scenes hold at most {world.max_objects} (WorldSpec.max_objects)"
+        )
+    step = max(1, math.ceil((world.max_object_size - world.min_object_size) / 4))
+    for attempt in range(max_tries):
+        largest = max(world.min_object_size, world.max_object_size - step * (attempt // max(1, max_tries // 8)))
+        boxes: list[Box] = []
+        for _ in range(num_objects):
+            size = int(rng.integers(world.min_object_size, largest + 1))
+            box = sample_box(rng, size, world)
+            if not fits(box, [*existing, *boxes], world):
+                break
+            boxes.append(box)
+        else:
+            return boxes
+    raise SceneError(f"could not place {num_objects} objects in {max_tries} tries; enlarge the image or shrink objects")
