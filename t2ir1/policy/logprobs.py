@@ -1,0 +1,135 @@
+"""Per-token log-probabilities without materialising a full-vocabulary log-softmax.
+
+Janus-Pro's heads are wide (102,400 text tokens, 16,384 image codes) and sequences are
+long (576 image tokens per row), so ``log_softmax(head(h))`` for a whole batch costs
+``N * T * V * 4`` bytes in the forward and as much again in the backward. Here the head
+runs on chunks of positions under activation checkpointing: only one chunk's logits
+exist at a time, in the forward and in the recomputation of the backward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``hidden`` [K, H], ``targets`` [K] -> log p(target) [K] in float32."""
+    logits = head(hidden).float()  # [K, V]
+    target_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [K]
+    return target_logits - torch.logsumexp(logits, dim=-1)
+
+
+def selective_logprobs(
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor],
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """log softmax(head(hidden))[target] per position, computed chunk by chunk.
+
+    Args:
+        hidden: ``[N, T, H]`` hidden states that predict ``targets``.
+        targets: ``[N, T]`` token ids.
+        head: maps ``[K, H]`` to logits ``[K, V]`` (``lm_head`` or Janus's generation head).
+        chunk_size: positions per chunk; peak extra memory is ``chunk_size * V`` floats.
+    Returns:
+        ``[N, T]`` float32 log-probabilities, differentiable w.r.t. ``hidden`` and ``head``.
+    """
+    n_rows, n_pos, width = hidden.shape
+    flat_hidden = hidden.reshape(n_rows * n_pos, width)  # [N*T, H]
+    flat_targets = targets.reshape(n_rows * n_pos)  # [N*T]
+    needs_grad = torch.is_grad_enabled() and (
+        flat_hidden.requires_grad or any(p.requires_grad for p in getattr(head, "parameters", lambda: [])())
+    )
+    pieces = []
+    for start in range(0, flat_hidden.shape[0], chunk_size):
+        h = flat_hidden[start : start + chunk_size]
+        t = flat_targets[start : start + chunk_size]
+        if needs_grad:
+            pieces.append(checkpoint(_chunk_logprobs, h, t, head, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logprobs(h, t, head))
+    return torch.cat(pieces).view(n_rows, n_pos)
+
+
+def naive_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The straightforward ``log_softmax`` + ``gather`` (reference for tests and benchmarks)."""
+    logits = head(hidden).float()  # [N, T, V]
+    return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for left-padded rows: 0 at each row's first real token. ``[N, L]`` -> ``[N, L]``."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp(min=0)
+
+
+def text_logprobs(
+    language_model: nn.Module,
+    lm_head: nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Log-probs of the semantic-CoT tokens under ``language_model`` + ``lm_head``.
+
+    Args:
+        prompt_ids, prompt_mask: ``[N, P]`` left-padded semantic prompts.
+        completion_ids, completion_mask: ``[N, C]`` sampled completions (mask 1 up to and
+            including the first EOS).
+    Returns:
+        ``[N, C]`` float32 log-probabilities (values at masked positions are meaningless).
+    """
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [N, P+C]
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    out = language_model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions_from_mask(attention_mask),
+        use_cache=False,
+    )
+    n_prompt, n_completion = prompt_ids.shape[1], completion_ids.shape[1]
+    # the hidden state at position i predicts token i + 1
+    hidden = out.last_hidden_state[:, n_prompt - 1 : n_prompt - 1 + n_completion]  # [N, C, H]
+    return selective_logprobs(hidden, completion_ids, lm_head, chunk_size)
+
+
+def image_logprobs(
+    language_model: nn.Module,
+    generation_head: nn.Module,
+    embed_image_tokens: Callable[[torch.Tensor], torch.Tensor],
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    image_tokens: torch.Tensor,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Log-probs of the image tokens under ``language_model`` + the generation head.
+
+    Args:
+        prompt_ids, prompt_mask: ``[N, P]`` left-padded image prompts ending in ``<begin_of_image>``.
+        image_tokens: ``[N, T]`` sampled VQ codes.
+        embed_image_tokens: codes ``[N, T-1]`` -> embeddings ``[N, T-1, H]`` (generation
+            embeddings + aligner; frozen, shared with the reference).
+    Returns:
+        ``[N, T]`` float32 log-probabilities of the image tokens (conditional, no CFG).
+    """
+    text_embeds = language_model.get_input_embeddings()(prompt_ids)  # [N, P, H]
+    image_embeds = embed_image_tokens(image_tokens[:, :-1]).to(text_embeds.dtype)  # [N, T-1, H]
+    inputs_embeds = torch.cat([text_embeds, image_embeds], dim=1)  # [N, P+T-1, H]
+    ones = torch.ones(image_tokens.shape[0], image_tokens.shape[1] - 1, dtype=prompt_mask.dtype, device=prompt_mask.device)
+    attention_mask = torch.cat([prompt_mask, ones], dim=1)
+    out = language_model(
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        position_ids=positions_from_mask(attention_mask),
+        use_cache=False,
+    )
+    n_prompt, n_image = prompt_ids.shape[1], image_tokens.shape[1]
+    hidden = out.last_hidden_state[:, n_prompt - 1 : n_prompt - 1 + n_image]  # [N, T, H]
+    return selective_logprobs(hidden, image_tokens, generation_head, chunk_size)
