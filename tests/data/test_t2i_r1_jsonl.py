@@ -9,7 +9,9 @@ import pytest
 from t2ir1.data.records import RecordError, SpatialInfo
 from t2ir1.data.t2i_r1 import load_t2i_r1_jsonl
 
-REAL_FILE = Path(__file__).parents[2] / ".." / "shared" / "data" / "t2i-r1" / "geneval_and_t2i_data_final.jsonl"
+REAL_FILE = (
+    Path(__file__).parents[2] / ".." / "shared" / "data" / "t2i-r1" / "geneval_and_t2i_data_final.jsonl"
+)
 
 ROWS = [
     {"prompt": "a photo of a car below a zebra", "nouns": ["car", "zebra"],
