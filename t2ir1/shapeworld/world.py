@@ -19,6 +19,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from t2ir1.rewards.compositional import ABOVE, BELOW, LEFT, NEAR, RIGHT, position_score
+
 # Shape names double as detector labels and as prompt nouns.
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 
@@ -246,3 +248,74 @@ def place_boxes(
         else:
             return boxes
     raise SceneError(f"could not place {num_objects} objects in {max_tries} tries; enlarge the image or shrink objects")
+
+
+def relation_holds(box1: Box, box2: Box, locality: str, world: WorldSpec | None = None, clear: bool = False) -> bool:
+    """Whether ``box1`` (obj1) stands in ``locality`` to ``box2`` (obj2).
+
+    Directional localities use the shared position rule (REFERENCE §3) at full
+    score: ``dx = cx2 - cx1`` points the right way, ``|dx| > |dy|`` (or the reverse
+    for above/below) and the boxes overlap with IoU < 0.1. Near localities mean the
+    boxes are at most ``world.near_gap`` pixels apart. ``clear=True`` is the stricter
+    test that ground-truth scenes satisfy, so that small box errors cannot flip them:
+    the boxes are separated along the relation's axis by at least ``world.object_gap``
+    and the main offset is at least twice the cross offset (near: the gap is in
+    ``[object_gap, near_gap]`` and the boxes face each other, their spans overlapping
+    on the other axis).
+    """
+    world = world or WORLD
+    if locality in NEAR:
+        gap = box_gap(box1, box2)
+        if not clear:
+            return gap <= world.near_gap
+        overlap_x = min(box1[2], box2[2]) - max(box1[0], box2[0])
+        overlap_y = min(box1[3], box2[3]) - max(box1[1], box2[1])
+        return world.object_gap <= gap <= world.near_gap and max(overlap_x, overlap_y) > 0
+    if locality not in LEFT + RIGHT + ABOVE + BELOW:
+        raise SceneError(f"unknown locality {locality!r}; expected one of {', '.join(LEFT + RIGHT + ABOVE + BELOW + NEAR)}")
+    if not clear:
+        return position_score(box1, box2, locality) == 1.0
+    dx = (box2[0] + box2[2] - box1[0] - box1[2]) / 2.0
+    dy = (box2[1] + box2[3] - box1[1] - box1[3]) / 2.0
+    if locality in LEFT:
+        return box2[0] - box1[2] >= world.object_gap and dx >= 2 * abs(dy)
+    if locality in RIGHT:
+        return box1[0] - box2[2] >= world.object_gap and -dx >= 2 * abs(dy)
+    if locality in ABOVE:
+        return box2[1] - box1[3] >= world.object_gap and dy >= 2 * abs(dx)
+    return box1[1] - box2[3] >= world.object_gap and -dy >= 2 * abs(dx)
+
+
+def place_pair(rng: np.random.Generator, locality: str, world: WorldSpec = WORLD, max_tries: int = 5000) -> tuple[Box, Box]:
+    """Two boxes with ``relation_holds(box1, box2, locality, clear=True)``.
+
+    Near relations are built directly (box2 beside box1 in a random direction at a
+    random gap); directional ones by rejection over uniform placements.
+    """
+    low, high = world.min_object_size, world.max_object_size
+    for _ in range(max_tries):
+        size1, size2 = (int(s) for s in rng.integers(low, high + 1, 2))
+        box1 = sample_box(rng, size1, world)
+        if locality in NEAR:
+            gap = int(rng.integers(world.object_gap, world.near_gap + 1))
+            # Cross-axis offset of box2's start, keeping the two spans overlapping.
+            shift = int(rng.integers(-size2 + 1, size1))
+            x0, y0, x1, y1 = box1
+            side = int(rng.integers(4))
+            if side == 0:  # right of box1
+                bx, by = x1 + gap, y0 + shift
+            elif side == 1:  # left of box1
+                bx, by = x0 - gap - size2, y0 + shift
+            elif side == 2:  # below box1
+                bx, by = x0 + shift, y1 + gap
+            else:  # above box1
+                bx, by = x0 + shift, y0 - gap - size2
+            box2 = (bx, by, bx + size2, by + size2)
+            inside = world.border <= min(bx, by) and max(bx, by) + size2 <= world.image_size - world.border
+            if not inside:
+                continue
+        else:
+            box2 = sample_box(rng, size2, world)
+        if relation_holds(box1, box2, locality, world, clear=True):
+            return box1, box2
+    raise SceneError(f"could not place a pair {locality!r} in {max_tries} tries; enlarge the image or shrink objects")
