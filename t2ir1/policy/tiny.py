@@ -185,3 +185,22 @@ def tiny_checkpoint(cache_dir: str | os.PathLike, spec: TinyJanusSpec | None = N
 
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def load_tiny_policy(cache_dir: str | os.PathLike, spec: dict | TinyJanusSpec | None = None, dtype: str = "float32", corpus: Iterable[str] = ()):
+    """Build (once) and load a tiny Janus through the same loader as a hub checkpoint."""
+    from t2ir1.policy.janus import JanusPolicy
+
+    if isinstance(spec, TinyJanusSpec) or spec is None:
+        resolved = spec or TinyJanusSpec()
+    else:
+        known = set(TinyJanusSpec.__dataclass_fields__)
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise ValueError(f"model.spec has unknown keys {unknown}; known keys: {sorted(known)}")
+        values = dict(spec)
+        if "vq_channel_multiplier" in values:
+            values["vq_channel_multiplier"] = tuple(values["vq_channel_multiplier"])
+        resolved = TinyJanusSpec(**values)
+    path = tiny_checkpoint(cache_dir, resolved, corpus)
+    return JanusPolicy.from_pretrained(path, dtype=dtype, local_files_only=True)

@@ -1,0 +1,64 @@
+"""Callbacks: sample grids and CoT tables written as training goes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+
+from t2ir1.lit.grid import captioned_grid, sample_caption
+
+log = logging.getLogger(__name__)
+
+
+class SampleGridCallback(L.Callback):
+    """Every ``every_n_steps`` optimiser steps, write a PNG grid of the latest rollout
+    (image, prompt, CoT start, reward per member) and a JSONL of its prompts and CoTs.
+
+    Files go to ``{out_dir}/step_{step:06d}.png`` / ``.jsonl``; loggers that can show images
+    (W&B) receive the grid too.
+    """
+
+    def __init__(self, out_dir: str = "samples", every_n_steps: int = 1, max_images: int = 16, columns: int = 4, cell_size: int = 160):
+        self.out_dir = Path(out_dir)
+        self.every_n_steps = every_n_steps
+        self.max_images = max_images
+        self.columns = columns
+        self.cell_size = cell_size
+        self.written: list[Path] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        rollout = getattr(pl_module, "last_rollout", None)
+        step = trainer.global_step
+        if rollout is None or rollout.rewards is None or not trainer.is_global_zero:
+            return
+        if step % self.every_n_steps and step != trainer.max_steps:
+            return
+        if self.written and self.written[-1].stem == f"step_{step:06d}":
+            return  # several micro-batches per optimiser step: one grid per step
+        count = min(self.max_images, len(rollout.images))
+        raw = rollout.rewards.extras.get("raw", {})
+        totals = rollout.rewards.scores.float().tolist()
+        captions, rows = [], []
+        for i in range(count):
+            members = {name: float(scores[i]) for name, scores in raw.items()}
+            captions.append(sample_caption(rollout.records[i].prompt, rollout.cots[i], totals[i], members))
+            rows.append({"step": step, "prompt": rollout.records[i].prompt, "cot": rollout.cots[i], "reward": totals[i], **members})
+        grid = captioned_grid(rollout.images[:count], captions, columns=self.columns, cell_size=self.cell_size)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / f"step_{step:06d}.png"
+        grid.save(path)
+        with open(path.with_suffix(".jsonl"), "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row) + "\n")
+        self.written.append(path)
+        for logger in trainer.loggers:
+            log_image = getattr(logger, "log_image", None)
+            if callable(log_image):
+                log_image(key="samples/grid", images=[grid], step=step, caption=[f"step {step}"])
+            log_table = getattr(logger, "log_table", None)
+            if callable(log_table):
+                columns = list(rows[0].keys())
+                log_table(key="samples/cot", columns=columns, data=[[r[c] for c in columns] for r in rows], step=step)

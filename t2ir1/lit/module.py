@@ -1,0 +1,317 @@
+"""The LightningModule: orchestration of one BiCoT-GRPO step, no formula of its own.
+
+rollout (semantic CoT -> CFG image tokens -> decode) -> score (reward ensemble)
+-> advantages (algos.advantages) -> log-probs (policy, reference) -> loss (algos.losses)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+from PIL import Image
+
+from t2ir1.algos.advantages import group_normalized, group_stats
+from t2ir1.algos.losses import bicot_grpo_loss
+from t2ir1.data.records import PromptRecord
+from t2ir1.policy.janus import JanusPolicy, ReferenceModel
+from t2ir1.policy.logprobs import image_logprobs, text_logprobs
+from t2ir1.policy.prompts import SYSTEM_PROMPT, load_reasoning_prompt
+from t2ir1.rewards.base import RewardOutput
+from t2ir1.rollout.sampling import SemanticRollout, prompt_generators, sample_image_tokens, sample_semantic_cot
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("semantic", "token")
+
+
+@dataclass
+class GRPOSettings:
+    """Every knob of BiCoT-GRPO; defaults are the paper's (REFERENCE §2)."""
+
+    group_size: int = 8
+    new_generations_image: int = 1
+    beta: float = 0.01
+    levels: Sequence[str] = ("semantic", "token")
+    num_iterations: int = 1
+    clip_eps_low: float = 0.2
+    clip_eps_high: float = 0.2
+    loss_aggregation: str = "token_mean"
+    adv_eps: float = 1e-4
+    adv_scale: bool = True
+    max_new_tokens: int = 1024
+    text_temperature: float = 1.0
+    image_temperature: float = 1.0
+    cfg_weight: float = 5.0
+    reasoning_prompt: str | None = "default"
+    system_prompt: str = SYSTEM_PROMPT
+    logprob_chunk_size: int = 1024
+    decode_micro_batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.levels = tuple(self.levels)
+        unknown = [lvl for lvl in self.levels if lvl not in LEVELS]
+        if unknown or not self.levels:
+            raise ValueError(f"algo.levels={list(self.levels)} must be a non-empty subset of {list(LEVELS)}")
+        if self.group_size * self.new_generations_image < 2:
+            raise ValueError(
+                "algo.group_size * algo.new_generations_image must be >= 2: group-normalised advantages "
+                "need at least two samples per prompt"
+            )
+        if self.num_iterations < 1:
+            raise ValueError(f"algo.num_iterations must be >= 1, got {self.num_iterations}")
+
+    @property
+    def samples_per_prompt(self) -> int:
+        return self.group_size * self.new_generations_image
+
+    @property
+    def uses_semantic_cot(self) -> bool:
+        return "semantic" in self.levels
+
+
+@dataclass
+class Rollout:
+    """Everything sampled for one batch; rows ``[N = B * G * k]`` grouped per prompt."""
+
+    records: list[PromptRecord]  # one per row
+    cots: list[str | None]  # one per row
+    semantic: SemanticRollout | None  # B*G rows (expanded by k at log-prob time)
+    image_prompt_ids: torch.Tensor  # [N, P_img]
+    image_prompt_mask: torch.Tensor
+    image_tokens: torch.Tensor  # [N, T_img]
+    images: list[Image.Image]
+    rewards: RewardOutput | None = None
+    advantages: torch.Tensor | None = None  # [N]
+    old_logp: torch.Tensor | None = None  # [N, C + T_img]
+    ref_logp: torch.Tensor | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def prompt_seed(run_seed: int, step: int, prompt_id: str) -> int:
+    """A prompt's sampling seed: a function of the run seed, the step and the prompt only."""
+    digest = hashlib.sha256(f"{run_seed}/{step}/{prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str):
+    start = time.perf_counter()
+    yield
+    timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
+
+
+class BiCoTGRPOModule(L.LightningModule):
+    """BiCoT-GRPO on a Janus policy.
+
+    Args:
+        policy: a ``JanusPolicy`` or a zero-argument factory (Hydra partial) building one in
+            ``configure_model`` (so that strategies can build it on the right device).
+        reward: an object with ``setup(device)`` and ``__call__(records, images) -> RewardOutput``
+            (normally a ``RewardEnsemble``).
+        settings: :class:`GRPOSettings`.
+        optimizer: factory ``params -> torch.optim.Optimizer`` (Hydra partial of AdamW).
+    """
+
+    def __init__(
+        self,
+        policy: JanusPolicy | Callable[[], JanusPolicy],
+        reward,
+        settings: GRPOSettings,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr_scheduler: Callable[..., object] | None = None,
+    ):
+        super().__init__()
+        self._policy_factory = None if isinstance(policy, JanusPolicy) else policy
+        self.policy: JanusPolicy | None = policy if isinstance(policy, JanusPolicy) else None
+        self.reference: ReferenceModel | None = None
+        self.reward = reward
+        self.settings = settings
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.reasoning_template = load_reasoning_prompt(settings.reasoning_prompt)
+        self._rollout_buffer: dict[int, Rollout] = {}
+        self._reward_ready = False
+        self.last_rollout: Rollout | None = None
+        self._micro_step = 0
+
+    # ------------------------------------------------------------------ setup
+    def configure_model(self) -> None:
+        if self.policy is None:
+            self.policy = self._policy_factory()
+        self.policy.freeze_non_trainable()
+        if self.settings.beta > 0 and self.reference is None:
+            self.reference = self.policy.make_reference()
+
+    def setup(self, stage: str) -> None:
+        self.configure_model()
+
+    def on_fit_start(self) -> None:
+        self._setup_reward()
+
+    def _setup_reward(self) -> None:
+        if not self._reward_ready:
+            self.reward.setup(self.device)
+            self._reward_ready = True
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.policy.trainable_parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer), "interval": "step"}}
+
+    # ---------------------------------------------------------------- phases
+    @torch.no_grad()
+    def rollout(self, records: Sequence[PromptRecord], step: int) -> Rollout:
+        """Sample CoTs and images for ``records``: ``B * G * k`` rows."""
+        s, policy, timings = self.settings, self.policy, {}
+        with _timed(timings, "rollout"):
+            generators = prompt_generators(
+                [prompt_seed(s.seed, step, r.prompt_id or r.prompt) for r in records], device=self.device
+            )
+            prompts = [r.prompt for r in records]
+            semantic = None
+            if s.uses_semantic_cot:
+                ids, mask = policy.encode_semantic_prompts(prompts, self.reasoning_template, s.system_prompt)
+                semantic = sample_semantic_cot(
+                    policy, ids, mask, s.group_size, s.max_new_tokens, s.text_temperature, generators
+                )
+                cots: list[str | None] = [c for c in semantic.texts for _ in range(s.new_generations_image)]
+            else:
+                cots = [None] * (len(records) * s.samples_per_prompt)
+            row_records = [r for r in records for _ in range(s.samples_per_prompt)]
+            img_ids, img_mask = policy.encode_image_prompts([r.prompt for r in row_records], cots)
+            image_tokens = sample_image_tokens(
+                policy, img_ids, img_mask, s.cfg_weight, s.image_temperature, generators
+            )
+            pixels = policy.decode_images(image_tokens, s.decode_micro_batch_size)
+        return Rollout(row_records, cots, semantic, img_ids, img_mask, image_tokens, policy.to_pil(pixels), timings=timings)
+
+    @torch.no_grad()
+    def score(self, rollout: Rollout) -> RewardOutput:
+        with _timed(rollout.timings, "reward"):
+            rollout.rewards = self.reward(rollout.records, rollout.images)
+        return rollout.rewards
+
+    @torch.no_grad()
+    def advantages(self, rollout: Rollout) -> torch.Tensor:
+        scores = rollout.rewards.scores.to(self.device, torch.float32)
+        rollout.advantages = group_normalized(
+            scores, self.settings.samples_per_prompt, eps=self.settings.adv_eps, scale=self.settings.adv_scale
+        )
+        return rollout.advantages
+
+    def sequence_logprobs(self, rollout: Rollout, model: JanusPolicy | ReferenceModel) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and mask ``[N, C + T_img]`` of the trained levels' tokens under ``model``."""
+        s = self.settings
+        k = s.new_generations_image
+        parts, masks = [], []
+        if "semantic" in s.levels:
+            sem = rollout.semantic
+            args = [t.repeat_interleave(k, dim=0) for t in (sem.prompt_ids, sem.prompt_mask, sem.completion_ids, sem.completion_mask)]
+            if isinstance(model, ReferenceModel):
+                parts.append(model.text_logprobs(*args, chunk_size=s.logprob_chunk_size))
+            else:
+                parts.append(text_logprobs(model.language_model, model.lm_head, *args, chunk_size=s.logprob_chunk_size))
+            masks.append(args[3])
+        if "token" in s.levels:
+            if isinstance(model, ReferenceModel):
+                parts.append(
+                    model.image_logprobs(
+                        rollout.image_prompt_ids, rollout.image_prompt_mask, rollout.image_tokens, s.logprob_chunk_size
+                    )
+                )
+            else:
+                parts.append(
+                    image_logprobs(
+                        model.language_model,
+                        model.generation_head,
+                        model.embed_image_tokens,
+                        rollout.image_prompt_ids,
+                        rollout.image_prompt_mask,
+                        rollout.image_tokens,
+                        s.logprob_chunk_size,
+                    )
+                )
+            # image sequences always have their full length: never masked (REFERENCE §5b)
+            masks.append(torch.ones_like(rollout.image_tokens))
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+
+    def update(self, rollout: Rollout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with _timed(rollout.timings, "update"):
+            logp, mask = self.sequence_logprobs(rollout, self.policy)
+            loss, diagnostics = bicot_grpo_loss(
+                logp,
+                rollout.old_logp,
+                rollout.ref_logp,
+                rollout.advantages,
+                mask,
+                beta=self.settings.beta,
+                clip_eps_low=self.settings.clip_eps_low,
+                clip_eps_high=self.settings.clip_eps_high,
+                aggregation=self.settings.loss_aggregation,
+            )
+        return loss, diagnostics
+
+    @torch.no_grad()
+    def prepare(self, rollout: Rollout) -> None:
+        """Log-probs fixed for the whole rollout: the reference's, and the rollout policy's
+        when the rollout is reused for several updates (``num_iterations > 1``)."""
+        with _timed(rollout.timings, "ref_logprobs"):
+            if self.reference is not None and self.settings.beta > 0:
+                rollout.ref_logp, _ = self.sequence_logprobs(rollout, self.reference)
+            if self.settings.num_iterations > 1:
+                rollout.old_logp, _ = self.sequence_logprobs(rollout, self.policy)
+
+    # ----------------------------------------------------------- lightning loop
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # records are text; tensors are made on the device by the policy
+
+    def _next_rollout(self, batch: list[PromptRecord]) -> tuple[Rollout, bool]:
+        """A fresh rollout, or the buffered one while it is being reused (``num_iterations``)."""
+        accumulate = max(1, self.trainer.accumulate_grad_batches) if self._trainer is not None else 1
+        slot = self._micro_step % accumulate
+        cycle = (self._micro_step // accumulate) % self.settings.num_iterations
+        if cycle == 0 or slot not in self._rollout_buffer:
+            rollout = self.rollout(batch, step=self._micro_step)
+            self.score(rollout)
+            self.advantages(rollout)
+            self.prepare(rollout)
+            self._rollout_buffer[slot] = rollout
+            return rollout, True
+        return self._rollout_buffer[slot], False
+
+    def training_step(self, batch: list[PromptRecord], batch_idx: int) -> torch.Tensor:
+        rollout, fresh = self._next_rollout(batch)
+        loss, diagnostics = self.update(rollout)
+        self._micro_step += 1
+        self.last_rollout = rollout
+        self._log_step(rollout, loss, diagnostics, fresh, batch_size=len(batch))
+        return loss
+
+    def _log_step(self, rollout: Rollout, loss, diagnostics, fresh: bool, batch_size: int) -> None:
+        log_kw = {"on_step": True, "on_epoch": False, "batch_size": batch_size, "sync_dist": True}
+        self.log("train/loss", loss.detach(), **log_kw)
+        self.log("train/kl", diagnostics["kl"], **log_kw)
+        self.log("train/clip_frac", diagnostics["clip_frac"], **log_kw)
+        self.log("train/ratio_mean", diagnostics["ratio_mean"], **log_kw)
+        self.log("adv/std", rollout.advantages.std(), **log_kw)
+        stats = group_stats(rollout.rewards.scores.float(), self.settings.samples_per_prompt)
+        self.log("adv/zero_std_frac", stats["zero_std_frac"], **log_kw)
+        self.log("reward/total", rollout.rewards.scores.float().mean(), prog_bar=True, **log_kw)
+        for name, scores in rollout.rewards.extras.get("raw", {}).items():
+            self.log(f"reward/{name}", torch.nanmean(scores.float()), **log_kw)
+        for name, scores in rollout.rewards.extras.get("weighted", {}).items():
+            self.log(f"reward/{name}_weighted", torch.nanmean(scores.float()), **log_kw)
+        if rollout.semantic is not None:
+            self.log("cot/semantic_len", rollout.semantic.completion_mask.sum(1).float().mean(), **log_kw)
+        if fresh:
+            for phase, seconds in rollout.timings.items():
+                self.log(f"timing/{phase}", seconds, **log_kw)
