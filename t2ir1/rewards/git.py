@@ -1,0 +1,155 @@
+"""GIT VQA reward (REFERENCE §3, ``git``): does the image answer "yes" to each phrase?
+
+For each phrase of a record (``attr_nouns``, else ``nouns``) the question is
+``"{phrase}?"``, tokenised without special tokens and with the CLS token put first
+(GIT's VQA format). The score of a phrase is ``P(yes) / (P(yes) + P(no))`` at the
+next token, i.e. ``sigmoid(logit_yes - logit_no)``; a record scores the mean over
+its phrases. Rows of task type ``spatial`` or ``numeracy`` score 0 (the original
+leaves them to the detector); rows without phrases score 1.
+
+All questions of a micro-batch of images go through ONE forward pass: the
+(image, question) pairs are flattened, questions right-padded, and the logits read
+at each question's last real token. The image encoder runs once per image; a
+forward hook on the visual projection repeats each image's features for its
+questions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import torch
+from PIL import Image
+
+from t2ir1.data.records import PromptRecord
+from t2ir1.rewards._common import check_inputs, check_local_path, freeze, micro_batches, not_setup_error, resolve_dtype
+from t2ir1.rewards.base import RewardOutput
+
+log = logging.getLogger(__name__)
+
+
+class GitVQAReward:
+    """GIT-large-VQAv2 yes-probability per phrase, averaged; ``[B]`` float32 in ``[0, 1]``.
+
+    Args:
+        model_path: hub id or local folder with a ``GitForCausalLM`` and its processor.
+        question_template: question per phrase (``{phrase}`` is replaced).
+        yes_token, no_token: answer tokens compared at the next position.
+        zero_task_types: task types that score 0 (left to the detector).
+        dtype, micro_batch_size (images per forward pass), local_files_only: loading knobs.
+    """
+
+    def __init__(
+        self,
+        model_path: str = "microsoft/git-large-vqav2",
+        question_template: str = "{phrase}?",
+        yes_token: str = "yes",
+        no_token: str = "no",
+        zero_task_types: Sequence[str] = ("spatial", "numeracy"),
+        dtype: str = "auto",
+        micro_batch_size: int = 16,
+        local_files_only: bool = False,
+        name: str = "git",
+    ) -> None:
+        self.name = name
+        self.model_path = model_path
+        self.question_template = question_template
+        self.yes_token, self.no_token = yes_token, no_token
+        self.zero_task_types = tuple(zero_task_types)
+        self.dtype_name = dtype
+        self.micro_batch_size = micro_batch_size
+        self.local_files_only = local_files_only
+        self.model = None
+
+    def setup(self, device: torch.device | str = "cpu") -> None:
+        """Load ``GitForCausalLM`` and its processor from ``model_path``; freeze."""
+        from transformers import AutoProcessor, GitForCausalLM
+
+        check_local_path(self.name, self.model_path, "model_path")
+        self.device = torch.device(device)
+        self.dtype = resolve_dtype(self.dtype_name, self.device)
+        self.processor = AutoProcessor.from_pretrained(self.model_path, local_files_only=self.local_files_only)
+        model = GitForCausalLM.from_pretrained(
+            self.model_path, dtype=self.dtype, local_files_only=self.local_files_only
+        )
+        self.model = freeze(model).to(self.device)
+        tokenizer = self.processor.tokenizer
+        self.answer_ids = []
+        for token in (self.yes_token, self.no_token):
+            ids = tokenizer(token, add_special_tokens=False).input_ids
+            if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+                raise ValueError(f"{self.name}: answer {token!r} is not one known token in {self.model_path}'s tokenizer (ids {ids})")
+            self.answer_ids.append(ids[0])
+        if tokenizer.cls_token_id is None:
+            raise ValueError(f"{self.name}: the tokenizer of {self.model_path} has no CLS token")
+        log.info("%s: loaded %s on %s (%s)", self.name, self.model_path, self.device, self.dtype)
+
+    def phrases(self, record: PromptRecord) -> tuple[str, ...]:
+        """The phrases asked about: ``attr_nouns`` when present, else ``nouns``."""
+        return record.attr_nouns or record.nouns
+
+    def question_ids(self, phrase: str) -> list[int]:
+        """``[CLS] + tokens("{phrase}?")`` with no other special tokens."""
+        tokenizer = self.processor.tokenizer
+        text = self.question_template.format(phrase=phrase)
+        return [tokenizer.cls_token_id, *tokenizer(text, add_special_tokens=False).input_ids]
+
+    @contextmanager
+    def _features_per_question(self, image_of_pair: torch.Tensor):
+        """Repeat the projected image features ``[U, N, D]`` to ``[P, N, D]``, one row per question."""
+
+        def expand(_module, _inputs, output):
+            return output.index_select(0, image_of_pair)
+
+        handle = self.model.git.visual_projection.register_forward_hook(expand)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    @torch.inference_mode()
+    def __call__(self, records: Sequence[PromptRecord], images: Sequence[Image.Image]) -> RewardOutput:
+        """Score ``images[i]`` against the phrases of ``records[i]``; returns ``[B]`` float32 on CPU."""
+        if self.model is None:
+            raise not_setup_error(self.name)
+        check_inputs(self.name, records, images)
+        scores = torch.ones(len(records), dtype=torch.float32)
+        asked = [i for i, r in enumerate(records) if r.task_type not in self.zero_task_types and self.phrases(r)]
+        for i, record in enumerate(records):
+            if record.task_type in self.zero_task_types:
+                scores[i] = 0.0
+        pad_id = self.processor.tokenizer.pad_token_id or 0
+        for chunk in micro_batches(len(asked), self.micro_batch_size):
+            rows = asked[chunk]
+            pixel_values = self.processor.image_processor(
+                [images[i].convert("RGB") for i in rows], return_tensors="pt"
+            ).pixel_values.to(self.device, self.dtype)  # [U, 3, H, W]
+            questions: list[list[int]] = []
+            image_of_pair: list[int] = []
+            for local, row in enumerate(rows):
+                for phrase in self.phrases(records[row]):
+                    questions.append(self.question_ids(phrase))
+                    image_of_pair.append(local)
+            lengths = torch.tensor([len(q) for q in questions])  # [P]
+            input_ids = torch.full((len(questions), int(lengths.max())), pad_id, dtype=torch.long)  # [P, T]
+            for p, question in enumerate(questions):
+                input_ids[p, : len(question)] = torch.tensor(question)
+            attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()  # [P, T]
+            pair_index = torch.tensor(image_of_pair, device=self.device)
+            with self._features_per_question(pair_index):
+                logits = self.model(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=attention_mask.to(self.device),
+                    pixel_values=pixel_values,
+                ).logits  # [P, N_img + T, V]
+            text_start = logits.shape[1] - input_ids.shape[1]
+            last = (text_start + lengths - 1).to(self.device)  # [P] position of each question's last token
+            next_token = logits[torch.arange(len(questions), device=self.device), last]  # [P, V]
+            yes_no = next_token[:, self.answer_ids].float()  # [P, 2]
+            phrase_scores = torch.softmax(yes_no, dim=-1)[:, 0].cpu()  # [P] P(yes) / (P(yes) + P(no))
+            totals = torch.zeros(len(rows)).index_add_(0, pair_index.cpu(), phrase_scores)  # [U]
+            counts = torch.zeros(len(rows)).index_add_(0, pair_index.cpu(), torch.ones(len(questions)))  # [U]
+            scores[rows] = totals / counts
+        return RewardOutput(self.name, scores)
