@@ -88,3 +88,24 @@ def test_real_training_file():
     }  # fmt: skip
     assert sum(1 for r in records if r.task_type == "complex" and r.spatial_info is not None) == 185
     assert len({r.prompt_id for r in records}) == 7223
+
+
+def test_relative_path_under_hydra_resolves_against_launch_dir(tmp_path, monkeypatch):
+    # Hydra may chdir into the run's output folder; the path stays relative to where the run started.
+    from hydra.conf import HydraConf
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    launch, output = tmp_path / "launch", tmp_path / "outputs"
+    launch.mkdir()
+    output.mkdir()
+    _write(launch / "rel.jsonl", [json.dumps(ROWS[1])])
+    hydra_cfg = OmegaConf.create({"hydra": OmegaConf.structured(HydraConf)})
+    hydra_cfg.hydra.runtime.cwd = str(launch)
+    HydraConfig.instance().set_config(hydra_cfg)
+    monkeypatch.chdir(output)
+    try:
+        assert load_t2i_r1_jsonl("rel.jsonl")[0].prompt == ROWS[1]["prompt"]
+    finally:
+        HydraConfig.instance().cfg = None
+    assert not HydraConfig.initialized()
