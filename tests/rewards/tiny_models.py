@@ -64,3 +64,56 @@ def build_tiny_git(folder: Path) -> Path:
     model.save_pretrained(out)
     GitProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
     return out
+
+
+def build_tiny_gdino(folder: Path) -> Path:
+    """A GroundingDINO with a 4-stage tiny Swin, a 1-layer BERT and 16 queries (64 px images)."""
+    from transformers import (
+        BertTokenizerFast,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+    )
+
+    tokenizer = BertTokenizerFast(vocab=bert_vocab(WORDS, bert_ids=True), do_lower_case=True)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 64})
+    config = GroundingDinoConfig(
+        backbone_config={
+            "model_type": "swin",
+            "image_size": 64,
+            "patch_size": 4,
+            "embed_dim": 8,
+            "depths": [1, 1, 1, 1],
+            "num_heads": [1, 1, 1, 1],
+            "window_size": 2,
+            "out_indices": [2, 3, 4],
+        },
+        text_config={
+            "model_type": "bert",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 64,
+        },
+        d_model=32,
+        num_queries=16,
+        encoder_layers=1,
+        decoder_layers=2,  # 1 breaks the tied bbox_embed pattern of transformers
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_n_points=2,
+        decoder_n_points=2,
+        max_text_len=32,
+        num_feature_levels=3,
+    )
+    torch.manual_seed(0)
+    model = GroundingDinoForObjectDetection(config).eval()
+    out = folder / "gdino"
+    model.save_pretrained(out)
+    GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
+    return out
