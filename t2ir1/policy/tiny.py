@@ -61,6 +61,10 @@ class TinyJanusSpec:
     vision_heads: int = 2
     vocab_size: int = 512
     max_position_embeddings: int = 2048
+    # std of the output heads (generation head, lm_head); transformers' 0.02 makes a tiny
+    # random model's distributions almost uniform, so it would neither draw varied images
+    # nor respond to a few RL steps
+    head_init_std: float = 0.3
     seed: int = 0
 
     @property
@@ -143,6 +147,9 @@ def build_tiny_janus(out_dir: str | os.PathLike, spec: TinyJanusSpec, corpus: It
     config = tiny_janus_config(spec, vocab_size=len(tokenizer), special_ids=special_ids)
     torch.manual_seed(spec.seed)
     model = JanusForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for head in (model.model.generation_head.proj_out, model.model.generation_head.vision_head, model.lm_head):
+            head.weight.normal_(0.0, spec.head_init_std)
     # Janus's image generation reads the BOI id from generation_kwargs, as in the hub checkpoints.
     model.generation_config = GenerationConfig(
         bos_token_id=special_ids["bos"],
