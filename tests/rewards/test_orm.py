@@ -1,0 +1,110 @@
+"""convert_orm round trip and the ORM member on a tiny LLaVA-OneVision written in the LLaVA-NeXT layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from t2ir1.rewards.convert_orm import ConversionError, convert, convert_key, main
+from t2ir1.rewards.orm import OutcomeRewardModel, pad_to_square
+
+from .tiny_models import build_tiny_llava_next_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("orm")
+    source = build_tiny_llava_next_checkpoint(folder)
+    converted = folder / "hf"
+    main([str(source), str(converted), "--vision-num-heads", "2"])  # the CLI path users run
+    return source, converted
+
+
+@pytest.fixture(scope="module")
+def reward(checkpoints):
+    member = OutcomeRewardModel(model_path=str(checkpoints[1]), dtype="float32", micro_batch_size=8)
+    member.setup("cpu")
+    return member
+
+
+def test_key_mapping():
+    assert convert_key("model.mm_projector.0.weight") == "model.multi_modal_projector.linear_1.weight"
+    assert convert_key("model.mm_projector.2.bias") == "model.multi_modal_projector.linear_2.bias"
+    assert convert_key("model.layers.3.mlp.up_proj.weight") == "model.language_model.layers.3.mlp.up_proj.weight"
+    assert convert_key("model.image_newline") == "model.image_newline"
+    assert convert_key("lm_head.weight") == "lm_head.weight"
+    assert convert_key("model.vision_tower.vision_tower.vision_model.head.mlp.fc1.weight") is None
+    with pytest.raises(ConversionError, match="unknown key 'model.mystery'"):
+        convert_key("model.mystery")
+
+
+def test_round_trip_loads_with_every_weight(checkpoints):
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    source, converted = checkpoints
+    model, info = LlavaOnevisionForConditionalGeneration.from_pretrained(converted, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    original = load_file(source / "model.safetensors")
+    state = model.state_dict()
+    torch.testing.assert_close(state["model.multi_modal_projector.linear_1.weight"], original["model.mm_projector.0.weight"])
+    torch.testing.assert_close(state["model.image_newline"], original["model.image_newline"])
+    torch.testing.assert_close(
+        state["model.language_model.layers.1.self_attn.q_proj.weight"], original["model.layers.1.self_attn.q_proj.weight"]
+    )
+    vision_key = next(k for k in state if k.endswith("encoder.layers.0.mlp.fc1.weight") and "vision_tower" in k)
+    torch.testing.assert_close(
+        state[vision_key], original["model.vision_tower.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight"]
+    )
+    # two new tokens (<image>, <video>): the embedding grew by 2 rows, old rows untouched
+    embed = state["model.language_model.embed_tokens.weight"]
+    assert embed.shape[0] == original["model.embed_tokens.weight"].shape[0] + 2
+    torch.testing.assert_close(embed[:-2], original["model.embed_tokens.weight"])
+    assert model.config.vision_config.image_size == 32 and model.config.vision_config.num_hidden_layers == 2
+
+
+def test_conversion_errors(tmp_path, checkpoints):
+    with pytest.raises(ConversionError, match="no config.json"):
+        convert(tmp_path, tmp_path / "out")
+    with pytest.raises(ConversionError, match="not divisible"):
+        convert(checkpoints[0], tmp_path / "out", vision_num_heads=5)
+
+
+def _hand_score(reward: OutcomeRewardModel, prompt: str, image) -> float:
+    """Independent path: splice the image features into the full model's input embeddings."""
+    pixels = reward.preprocess([image])
+    features = reward.image_features(pixels)[0]  # [N + 1, D]
+    ids = torch.tensor([reward.prompt_ids(prompt, features.shape[0])])
+    embeds = reward.model.get_input_embeddings()(ids)
+    embeds[ids == reward.image_token_id] = features
+    with torch.no_grad():
+        probs = reward.model(inputs_embeds=embeds).logits[0, -1].softmax(-1)
+    p_yes, p_no = probs[reward.yes_ids].sum().item(), probs[reward.no_ids].sum().item()
+    return p_yes / (p_yes + p_no)
+
+
+def test_member_scores(reward, records, images):
+    assert not reward.model.training and not any(p.requires_grad for p in reward.model.parameters())
+    out = reward(records, images)
+    assert out.scores.shape == (5,) and out.scores.dtype == torch.float32
+    assert ((out.scores > 0) & (out.scores < 1)).all()
+    for index in (0, 2):
+        assert out.scores[index].item() == pytest.approx(_hand_score(reward, records[index].prompt, images[index]), abs=1e-5)
+    # the question holds the prompt and exactly N + 1 image tokens
+    ids = reward.prompt_ids("a red cat", 17)
+    assert ids.count(reward.image_token_id) == 17
+    assert "a red cat" in reward.tokenizer.decode(ids)
+
+
+def test_batching_invariance(reward, records, images):
+    batched = reward(records, images).scores
+    single = torch.cat([reward([r], [i]).scores for r, i in zip(records, images, strict=True)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
+
+
+def test_pad_to_square_uses_fill():
+    from PIL import Image
+
+    square = pad_to_square(Image.new("RGB", (4, 2), (255, 0, 0)), (127, 127, 127))
+    assert square.size == (4, 4)
+    assert square.getpixel((0, 0)) == (127, 127, 127) and square.getpixel((0, 1)) == (255, 0, 0)
