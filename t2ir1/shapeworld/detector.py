@@ -2,10 +2,11 @@
 
 Three steps, all vectorised over the batch where the maths allows:
 
-1. **Colour segmentation.** Each pixel takes the nearest palette entry (the
-   background or one of the world colours) in RGB; a pixel farther than
-   ``color_threshold`` from every entry is *unknown* and belongs to nothing, so
-   mild noise from a VQ decoder (blended edges, speckle) does not invent objects.
+1. **Colour segmentation.** Each pixel is read as a blend of the background and
+   one palette colour (blurred or decoded edges are such blends) and goes to the
+   colour it is at least half made of; a pixel farther than ``color_threshold``
+   from every background-colour line (e.g. grey) is *unknown* and belongs to
+   nothing, so mild noise from a VQ decoder does not invent objects.
 2. **Connected components** per colour (8-connected), via ``scipy.ndimage.label``
    when SciPy is installed, else an equivalent numpy label propagation.
    Components smaller than ``min_area`` pixels are dropped.
@@ -13,8 +14,9 @@ Three steps, all vectorised over the batch where the maths allows:
    is compared with every shape drawn into a box of the same size (the renderer's
    own masks); the label is the best match and the score its IoU, in ``[0, 1]``.
    This is the fill-ratio test made exact: a square fills its box (1.0), a circle
-   ~0.785, a triangle or diamond ~0.5, and the template also tells the triangle
-   (mass at the bottom) from the diamond (symmetric). A square box is expected:
+   ~0.785, a cross 5/9, a triangle ~0.5, and the template also tells shapes of
+   equal fill apart (the triangle's mass sits at the bottom, the cross's on its
+   two centre lines). A square box is expected:
    the score is multiplied by the aspect ratio ``min(w, h) / max(w, h)``.
    Components scoring below ``min_score`` are dropped.
 
@@ -50,7 +52,9 @@ def to_uint8_array(image: Image.Image | np.ndarray | torch.Tensor, where: str = 
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
     if isinstance(image, torch.Tensor):
         if image.dtype != torch.uint8:
-            raise TypeError(f"{where}: tensor images must be uint8 in [0, 255], got {image.dtype}; use (x * 255).round().byte()")
+            raise TypeError(
+                f"{where}: tensor images must be uint8 in [0, 255], got {image.dtype}; use (x * 255).round().byte()"
+            )
         array = image.detach().cpu().numpy()
         if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
             array = array.transpose(1, 2, 0)  # [3, H, W] -> [H, W, 3]
@@ -59,23 +63,44 @@ def to_uint8_array(image: Image.Image | np.ndarray | torch.Tensor, where: str = 
             raise TypeError(f"{where}: array images must be uint8 in [0, 255], got {image.dtype}")
         array = image
     else:
-        raise TypeError(f"{where}: expected a PIL image, numpy array or torch tensor, got {type(image).__name__}")
+        raise TypeError(
+            f"{where}: expected a PIL image, numpy array or torch tensor, got {type(image).__name__}"
+        )
     if array.ndim != 3 or array.shape[-1] != 3:
-        raise ValueError(f"{where}: expected an RGB image of shape [H, W, 3] or [3, H, W], got {tuple(array.shape)}")
+        raise ValueError(
+            f"{where}: expected an RGB image of shape [H, W, 3] or [3, H, W], got {tuple(array.shape)}"
+        )
     return np.ascontiguousarray(array)
 
 
 def segment_colors(pixels: np.ndarray, palette: np.ndarray, color_threshold: float) -> np.ndarray:
     """Palette index per pixel: ``pixels`` ``[..., 3]`` uint8, ``palette`` ``[K, 3]`` -> ``[...]`` int64.
 
-    Index 0 is the background (palette row 0); ``UNKNOWN`` (-1) where the nearest
-    palette colour is farther than ``color_threshold`` (Euclidean RGB distance).
+    Row 0 of ``palette`` is the background. A pixel is read as a blend
+    ``background + alpha * (colour - background)`` of the background and one colour
+    (what blur, antialiasing or a VQ decoder makes of an edge): for each colour,
+    ``alpha`` is the projection onto that line, clipped to ``[0, 1]``, and the
+    residual is the distance to it. The pixel belongs to the colour with the
+    smallest residual among those with ``alpha >= 0.5`` and residual <=
+    ``color_threshold`` (so an object's edge sits where it covers half the pixel,
+    and a pure colour has residual 0). Otherwise it is background (0) when within
+    ``color_threshold`` of the background or of a faint blend, else ``UNKNOWN`` (-1):
+    colours far from every line, such as grey, belong to nothing.
     """
-    diff = pixels[..., None, :].astype(np.int32) - palette.astype(np.int32)  # [..., K, 3]
-    dist2 = np.einsum("...kc,...kc->...k", diff, diff)  # [..., K]
-    nearest = dist2.argmin(axis=-1)  # [...]
-    nearest_dist2 = np.take_along_axis(dist2, nearest[..., None], axis=-1)[..., 0]  # [...]
-    return np.where(nearest_dist2 <= color_threshold**2, nearest, UNKNOWN)
+    background = palette[0].astype(np.float32)
+    directions = palette[1:].astype(np.float32) - background  # [K-1, 3]
+    offsets = pixels.astype(np.float32) - background  # [..., 3]
+    squared_lengths = (directions**2).sum(axis=1)  # [K-1]
+    projections = offsets @ directions.T  # [..., K-1]
+    alpha = np.clip(projections / squared_lengths, 0.0, 1.0)  # [..., K-1]
+    # |q - alpha d|^2 = |q|^2 - 2 alpha q.d + alpha^2 |d|^2, without a [..., K-1, 3] temporary.
+    residual2 = (offsets**2).sum(axis=-1, keepdims=True) - alpha * (2 * projections - alpha * squared_lengths)
+    near_line = residual2 <= color_threshold**2  # [..., K-1]
+    foreground = near_line & (alpha >= 0.5)
+    best = np.where(foreground, residual2, np.inf).argmin(axis=-1)  # [...]
+    is_foreground = foreground.any(axis=-1)
+    is_background = ~is_foreground & near_line.any(axis=-1)
+    return np.where(is_foreground, best + 1, np.where(is_background, BACKGROUND_INDEX, UNKNOWN))
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -127,7 +152,7 @@ class ShapeDetector:
     def __init__(
         self,
         world: WorldSpec = WORLD,
-        color_threshold: float = 80.0,
+        color_threshold: float = 60.0,
         min_area: int = 16,
         min_score: float = 0.5,
     ) -> None:
@@ -162,7 +187,9 @@ class ShapeDetector:
         """Detections of one image, sorted by decreasing score then raster order."""
         return self.detect([image])[0]
 
-    def detect(self, images: Sequence[Image.Image | np.ndarray | torch.Tensor] | torch.Tensor) -> list[list[Detection]]:
+    def detect(
+        self, images: Sequence[Image.Image | np.ndarray | torch.Tensor] | torch.Tensor
+    ) -> list[list[Detection]]:
         """One list of detections per image (any mix of sizes and input types).
 
         ``images``: a sequence of PIL images / ``[H, W, 3]`` uint8 arrays / ``[3, H, W]``
@@ -170,7 +197,9 @@ class ShapeDetector:
         """
         if isinstance(images, torch.Tensor):
             if images.ndim != 4:
-                raise ValueError(f"ShapeDetector.detect: a tensor batch must be [B, 3, H, W] uint8, got {tuple(images.shape)}")
+                raise ValueError(
+                    f"ShapeDetector.detect: a tensor batch must be [B, 3, H, W] uint8, got {tuple(images.shape)}"
+                )
             images = list(images)
         arrays = [to_uint8_array(image, where=f"images[{i}]") for i, image in enumerate(images)]
         results: list[list[Detection]] = [[] for _ in arrays]
@@ -221,6 +250,8 @@ class ShapeDetector:
         return detections
 
 
-def detect(images: Sequence[Image.Image | np.ndarray | torch.Tensor], **detector_kwargs: float) -> list[list[Detection]]:
+def detect(
+    images: Sequence[Image.Image | np.ndarray | torch.Tensor], **detector_kwargs: float
+) -> list[list[Detection]]:
     """Convenience: ``ShapeDetector(**detector_kwargs).detect(images)``."""
     return ShapeDetector(**detector_kwargs).detect(images)

@@ -30,7 +30,6 @@ from t2ir1.data.records import PromptRecord, RecordError
 from t2ir1.shapeworld.world import (
     WORLD,
     Scene,
-    SceneError,
     SceneObject,
     WorldSpec,
     place_boxes,
@@ -100,7 +99,9 @@ def prompt_generator(
 
 
 @lru_cache(maxsize=8)
-def heldout_texts(seed: int = HELDOUT_SEED, size: int = HELDOUT_SIZE) -> Mapping[str, tuple[PromptRecord, ...]]:
+def heldout_texts(
+    seed: int = HELDOUT_SEED, size: int = HELDOUT_SIZE
+) -> Mapping[str, tuple[PromptRecord, ...]]:
     """Category -> the held-out records, one per held-out prompt text, in draw order.
 
     Each category's distinct texts are listed by up to ``SPACE_PROBES`` draws (stopping
@@ -145,7 +146,9 @@ def heldout_records(n: int = HELDOUT_SIZE, seed: int = HELDOUT_SEED) -> list[Pro
         category = CATEGORIES[index % len(CATEGORIES)]
         position = index // len(CATEGORIES)
         pool = texts[category]
-        records.append(replace(pool[position % len(pool)], prompt_id=f"{HELDOUT_NAMESPACE}/{category}/{position}"))
+        records.append(
+            replace(pool[position % len(pool)], prompt_id=f"{HELDOUT_NAMESPACE}/{category}/{position}")
+        )
     return records
 
 
@@ -175,7 +178,9 @@ def training_records(
             if record.prompt not in excluded:
                 break
         else:
-            raise RuntimeError(f"training_records: every {category} prompt drawn was held out; lower HELDOUT_FRACTION")
+            raise RuntimeError(
+                f"training_records: every {category} prompt drawn was held out; lower HELDOUT_FRACTION"
+            )
         records.append(record)
     return records
 
@@ -200,7 +205,9 @@ def requirements(record: PromptRecord, world: WorldSpec = WORLD) -> list[ObjectR
     counts = {}
     for item in record.numeracy_info:
         if item.obj_name not in record.nouns:
-            raise RecordError(f"{where}: numeracy_info names {item.obj_name!r}, which is not one of nouns {record.nouns}")
+            raise RecordError(
+                f"{where}: numeracy_info names {item.obj_name!r}, which is not one of nouns {record.nouns}"
+            )
         counts[item.obj_name] = item.num
     colors = {}
     for phrase in record.attr_nouns:
@@ -212,18 +219,26 @@ def requirements(record: PromptRecord, world: WorldSpec = WORLD) -> list[ObjectR
             )
         colors[noun] = color
     if len(set(record.nouns)) != len(record.nouns):
-        raise RecordError(f"{where}: nouns {record.nouns} repeat; a repeated shape must be a numeracy_info count")
+        raise RecordError(
+            f"{where}: nouns {record.nouns} repeat; a repeated shape must be a numeracy_info count"
+        )
     result = []
     for noun in record.nouns:
         if noun not in world.shapes:
-            raise RecordError(f"{where}: noun {noun!r} is not a ShapeWorld shape; expected one of {world.shapes}")
+            raise RecordError(
+                f"{where}: noun {noun!r} is not a ShapeWorld shape; expected one of {world.shapes}"
+            )
         result.append(ObjectRequirement(noun, counts.get(noun, 1), colors.get(noun)))
     total = sum(r.count for r in result)
     if total > world.max_objects:
-        raise RecordError(f"{where}: asks for {total} objects; ShapeWorld scenes hold at most {world.max_objects}")
+        raise RecordError(
+            f"{where}: asks for {total} objects; ShapeWorld scenes hold at most {world.max_objects}"
+        )
     info = record.spatial_info
     if info is not None and (info.obj1 not in record.nouns or info.obj2 not in record.nouns):
-        raise RecordError(f"{where}: spatial_info objects {info.obj1!r}, {info.obj2!r} must both be in nouns {record.nouns}")
+        raise RecordError(
+            f"{where}: spatial_info objects {info.obj1!r}, {info.obj2!r} must both be in nouns {record.nouns}"
+        )
     return result
 
 

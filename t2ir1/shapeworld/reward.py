@@ -85,7 +85,7 @@ class ShapeWorldReward:
     ``num_detections`` ``[B]`` int64, ``detections`` (per image, the detector's list).
 
     Args:
-        color_threshold: RGB distance beyond which a pixel matches no palette colour.
+        color_threshold: RGB distance from every background-colour blend beyond which a pixel matches nothing.
         min_area: smallest component, in pixels, that counts as an object.
         min_score: smallest shape-template IoU that counts as an object.
         near_threshold: ``next to`` distance threshold of the position rule, in pixels.
@@ -100,7 +100,7 @@ class ShapeWorldReward:
 
     def __init__(
         self,
-        color_threshold: float = 80.0,
+        color_threshold: float = 60.0,
         min_area: int = 16,
         min_score: float = 0.5,
         near_threshold: float = 25.0,
@@ -116,10 +116,14 @@ class ShapeWorldReward:
         if near_threshold <= 0:
             raise ValueError(f"ShapeWorldReward: near_threshold must be > 0 pixels, got {near_threshold}")
         if not 0.0 <= detected_weight <= 0.25:
-            raise ValueError(f"ShapeWorldReward: detected_weight must be in [0, 0.25] so scores stay <= 1, got {detected_weight}")
+            raise ValueError(
+                f"ShapeWorldReward: detected_weight must be in [0, 0.25] so scores stay <= 1, got {detected_weight}"
+            )
         self.name = name
         self.world = world
-        self.detector = ShapeDetector(world, color_threshold=color_threshold, min_area=min_area, min_score=min_score)
+        self.detector = ShapeDetector(
+            world, color_threshold=color_threshold, min_area=min_area, min_score=min_score
+        )
         self.near_threshold = float(near_threshold)
         self.iou_threshold = float(iou_threshold)
         self.detected_weight = float(detected_weight)
@@ -131,7 +135,9 @@ class ShapeWorldReward:
     def setup(self, device: torch.device | str = "cpu") -> None:
         """Nothing to load: the detector is exact arithmetic on CPU pixels."""
 
-    def rule_score(self, record: PromptRecord, detections: Sequence[Detection], image_size: tuple[int, int]) -> float:
+    def rule_score(
+        self, record: PromptRecord, detections: Sequence[Detection], image_size: tuple[int, int]
+    ) -> float:
         """The shared compositional rule for one image (``image_size`` = (width, height))."""
         score = compositional_score(
             record,
@@ -152,7 +158,9 @@ class ShapeWorldReward:
             score /= 2 * self.detected_weight + 0.5
         return score
 
-    def score_one(self, record: PromptRecord, detections: Sequence[Detection], image_size: tuple[int, int]) -> float:
+    def score_one(
+        self, record: PromptRecord, detections: Sequence[Detection], image_size: tuple[int, int]
+    ) -> float:
         """Rule score, averaged with the attribute score when the record names colours."""
         rule = self.rule_score(record, detections, image_size)
         if not record.attr_nouns:
@@ -162,7 +170,9 @@ class ShapeWorldReward:
     def __call__(self, records: Sequence[PromptRecord], images: Sequence[Image.Image]) -> RewardOutput:
         """Score ``images[i]`` against ``records[i]``: ``scores`` ``[B]`` float32 on CPU."""
         if len(records) != len(images):
-            raise ValueError(f"ShapeWorldReward: {len(records)} records but {len(images)} images; pass one image per record")
+            raise ValueError(
+                f"ShapeWorldReward: {len(records)} records but {len(images)} images; pass one image per record"
+            )
         detections = self.detector.detect(images)
         sizes = [self._size(image) for image in images]
         rules, attributes, scores, correct = [], [], [], []

@@ -21,8 +21,10 @@ import numpy as np
 
 from t2ir1.rewards.compositional import ABOVE, BELOW, LEFT, NEAR, RIGHT, position_score
 
-# Shape names double as detector labels and as prompt nouns.
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
+# Shape names double as detector labels and as prompt nouns. Chosen to stay apart under
+# blur (a VQ decoder's output): a diamond loses its tips and reads as a circle at 12-16 px,
+# so it can be drawn (SHAPE_DRAWERS) but is not part of the default world.
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 
 # Well-separated colours: every pair of palette entries, background included, is at
 # least 166 apart in RGB (closest: blue-purple 166, red-purple 182, red-yellow 194).
@@ -71,7 +73,9 @@ class WorldSpec:
             raise SceneError(f"WorldSpec.shapes must be distinct and non-empty, got {self.shapes}")
         unknown = set(self.shapes) - set(SHAPE_DRAWERS)
         if unknown:
-            raise SceneError(f"WorldSpec.shapes {sorted(unknown)} cannot be drawn; known shapes: {sorted(SHAPE_DRAWERS)}")
+            raise SceneError(
+                f"WorldSpec.shapes {sorted(unknown)} cannot be drawn; known shapes: {sorted(SHAPE_DRAWERS)}"
+            )
         if not self.colors:
             raise SceneError("WorldSpec.colors must name at least one colour")
         if not 0 < self.min_object_size <= self.max_object_size:
@@ -137,11 +141,15 @@ class Scene:
                 raise SceneError(f"object {index}: colour {obj.color!r} is not one of {world.color_names}")
             x0, y0, x1, y1 = obj.box
             if not (0 <= x0 < x1 <= self.size and 0 <= y0 < y1 <= self.size):
-                raise SceneError(f"object {index}: box {obj.box} is outside the {self.size}x{self.size} canvas")
+                raise SceneError(
+                    f"object {index}: box {obj.box} is outside the {self.size}x{self.size} canvas"
+                )
         for i in range(len(self.objects)):
             for j in range(i + 1, len(self.objects)):
                 if box_gap(self.objects[i].box, self.objects[j].box) < 1:
-                    raise SceneError(f"objects {i} and {j} touch or overlap: {self.objects[i].box} {self.objects[j].box}")
+                    raise SceneError(
+                        f"objects {i} and {j} touch or overlap: {self.objects[i].box} {self.objects[j].box}"
+                    )
 
 
 def box_gap(a: Box, b: Box) -> int:
@@ -174,12 +182,23 @@ def _diamond_polygon(x0: int, y0: int, x1: int, y1: int) -> list[tuple[float, fl
     return [(cx, y0), (x1 - 1, cy), (cx, y1 - 1), (x0, cy)]
 
 
+def _cross_polygon(x0: int, y0: int, x1: int, y1: int) -> list[tuple[float, float]]:
+    # A plus sign whose two bars are a third of the box wide (12 vertices, clockwise).
+    t = round((x1 - x0) / 3)
+    r, b = x1 - 1, y1 - 1
+    return [
+        (x0 + t, y0), (r - t, y0), (r - t, y0 + t), (r, y0 + t), (r, b - t), (r - t, b - t),
+        (r - t, b), (x0 + t, b), (x0 + t, b - t), (x0, b - t), (x0, y0 + t), (x0 + t, y0 + t),
+    ]  # fmt: skip
+
+
 # How each shape is drawn into its box: ("ellipse", None) or ("polygon", vertices(box)).
 SHAPE_DRAWERS = {
     "circle": ("ellipse", None),
     "square": ("polygon", _square_polygon),
     "triangle": ("polygon", _triangle_polygon),
     "diamond": ("polygon", _diamond_polygon),
+    "cross": ("polygon", _cross_polygon),
 }
 
 WORLD = WorldSpec()
@@ -237,7 +256,9 @@ def place_boxes(
         )
     step = max(1, math.ceil((world.max_object_size - world.min_object_size) / 4))
     for attempt in range(max_tries):
-        largest = max(world.min_object_size, world.max_object_size - step * (attempt // max(1, max_tries // 8)))
+        largest = max(
+            world.min_object_size, world.max_object_size - step * (attempt // max(1, max_tries // 8))
+        )
         boxes: list[Box] = []
         for _ in range(num_objects):
             size = int(rng.integers(world.min_object_size, largest + 1))
@@ -247,10 +268,14 @@ def place_boxes(
             boxes.append(box)
         else:
             return boxes
-    raise SceneError(f"could not place {num_objects} objects in {max_tries} tries; enlarge the image or shrink objects")
+    raise SceneError(
+        f"could not place {num_objects} objects in {max_tries} tries; enlarge the image or shrink objects"
+    )
 
 
-def relation_holds(box1: Box, box2: Box, locality: str, world: WorldSpec | None = None, clear: bool = False) -> bool:
+def relation_holds(
+    box1: Box, box2: Box, locality: str, world: WorldSpec | None = None, clear: bool = False
+) -> bool:
     """Whether ``box1`` (obj1) stands in ``locality`` to ``box2`` (obj2).
 
     Directional localities use the shared position rule (REFERENCE §3) at full
@@ -272,7 +297,9 @@ def relation_holds(box1: Box, box2: Box, locality: str, world: WorldSpec | None 
         overlap_y = min(box1[3], box2[3]) - max(box1[1], box2[1])
         return world.object_gap <= gap <= world.near_gap and max(overlap_x, overlap_y) > 0
     if locality not in LEFT + RIGHT + ABOVE + BELOW:
-        raise SceneError(f"unknown locality {locality!r}; expected one of {', '.join(LEFT + RIGHT + ABOVE + BELOW + NEAR)}")
+        raise SceneError(
+            f"unknown locality {locality!r}; expected one of {', '.join(LEFT + RIGHT + ABOVE + BELOW + NEAR)}"
+        )
     if not clear:
         return position_score(box1, box2, locality) == 1.0
     dx = (box2[0] + box2[2] - box1[0] - box1[2]) / 2.0
@@ -286,7 +313,9 @@ def relation_holds(box1: Box, box2: Box, locality: str, world: WorldSpec | None 
     return box1[1] - box2[3] >= world.object_gap and -dy >= 2 * abs(dx)
 
 
-def place_pair(rng: np.random.Generator, locality: str, world: WorldSpec = WORLD, max_tries: int = 5000) -> tuple[Box, Box]:
+def place_pair(
+    rng: np.random.Generator, locality: str, world: WorldSpec = WORLD, max_tries: int = 5000
+) -> tuple[Box, Box]:
     """Two boxes with ``relation_holds(box1, box2, locality, clear=True)``.
 
     Near relations are built directly (box2 beside box1 in a random direction at a
@@ -318,4 +347,6 @@ def place_pair(rng: np.random.Generator, locality: str, world: WorldSpec = WORLD
             box2 = sample_box(rng, size2, world)
         if relation_holds(box1, box2, locality, world, clear=True):
             return box1, box2
-    raise SceneError(f"could not place a pair {locality!r} in {max_tries} tries; enlarge the image or shrink objects")
+    raise SceneError(
+        f"could not place a pair {locality!r} in {max_tries} tries; enlarge the image or shrink objects"
+    )

@@ -22,14 +22,14 @@ from t2ir1.shapeworld.world import (
 def test_palette_is_well_separated():
     palette = WORLD.palette().astype(float)  # [6, 3]: background + 5 colours
     distances = [np.linalg.norm(a - b) for a, b in itertools.combinations(palette, 2)]
-    # The detector's default colour threshold is 80: every pixel within it of an entry is
-    # unambiguous only if entries are > 2 * 80 apart.
+    # A pure colour plus noise must stay nearest its own entry: entries are > 160 apart,
+    # far beyond the detector's default colour threshold of 60.
     assert min(distances) > 160
 
 
 def test_words_cover_shapes_plurals_and_colours():
     words = WORLD.words()
-    assert {"circle", "circles", "diamonds", "squares", "triangles", "red", "purple"} <= set(words)
+    assert {"circle", "circles", "crosses", "squares", "triangles", "red", "purple"} <= set(words)
     assert len(words) == 2 * len(WORLD.shapes) + len(WORLD.colors)
 
 
@@ -39,7 +39,7 @@ def test_render_uses_only_palette_colours_and_fills_boxes_exactly():
             SceneObject("square", "red", (2, 3, 14, 15)),
             SceneObject("circle", "blue", (20, 20, 40, 40)),
             SceneObject("triangle", "green", (44, 2, 60, 18)),
-            SceneObject("diamond", "yellow", (44, 40, 60, 56)),
+            SceneObject("cross", "yellow", (44, 40, 60, 56)),
         )
     )
     pixels = np.asarray(render(scene))  # [64, 64, 3]
@@ -59,10 +59,12 @@ def test_render_uses_only_palette_colours_and_fills_boxes_exactly():
 
 def test_shape_masks_have_the_expected_fill():
     # square 1, circle ~pi/4 = 0.785, triangle and diamond ~0.5 of their box.
-    fills = {shape: shape_mask(shape, 20, 20).mean() for shape in WORLD.shapes}
+    fills = {shape: shape_mask(shape, 20, 20).mean() for shape in (*WORLD.shapes, "diamond")}
     assert fills["square"] == 1.0
     assert abs(fills["circle"] - 0.785) < 0.03
     assert abs(fills["triangle"] - 0.5) < 0.05 and abs(fills["diamond"] - 0.5) < 0.05
+    # Cross at 21 px: two 7-px bars, 2 * 21 * 7 - 7 * 7 = 245 of 441 pixels = 5/9.
+    assert shape_mask("cross", 21, 21).sum() == 245
     # The triangle's mass sits low (1/4 vs 3/4 of its area), the diamond's is about even
     # (pixel rounding of the polygon puts 105 of its 200 pixels in the top half at 20 px).
     triangle, diamond = shape_mask("triangle", 20, 20), shape_mask("diamond", 20, 20)
@@ -119,7 +121,10 @@ def test_scene_validation_names_the_problem():
         Scene((SceneObject("circle", "pink", (0, 0, 10, 10)),)).validate()
     with pytest.raises(SceneError, match="outside"):
         Scene((SceneObject("circle", "red", (60, 0, 70, 10)),)).validate()
-    overlapping = (SceneObject("circle", "red", (0, 0, 10, 10)), SceneObject("square", "blue", (5, 5, 15, 15)))
+    overlapping = (
+        SceneObject("circle", "red", (0, 0, 10, 10)),
+        SceneObject("square", "blue", (5, 5, 15, 15)),
+    )
     with pytest.raises(SceneError, match="overlap"):
         Scene(overlapping).validate()
     with pytest.raises(SceneError, match="cannot be drawn"):
