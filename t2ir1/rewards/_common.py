@@ -40,7 +40,9 @@ def micro_batches(total: int, size: int) -> Iterator[slice]:
 def check_inputs(name: str, records: Sequence[PromptRecord], images: Sequence[Image.Image]) -> None:
     """One record per image, PIL images only."""
     if len(records) != len(images):
-        raise ValueError(f"{name}: {len(records)} records but {len(images)} images; pass one record per image")
+        raise ValueError(
+            f"{name}: {len(records)} records but {len(images)} images; pass one record per image"
+        )
     for index, image in enumerate(images):
         if not isinstance(image, Image.Image):
             raise TypeError(f"{name}: images[{index}] is {type(image).__name__}; expected a PIL.Image.Image")
@@ -50,7 +52,9 @@ def check_local_path(name: str, path: str, what: str) -> None:
     """Fail early with a clear message when a path that looks local does not exist."""
     looks_local = path.startswith((".", "/", "~")) or Path(path).suffix in {".pt", ".bin", ".safetensors"}
     if looks_local and not Path(path).expanduser().exists():
-        raise FileNotFoundError(f"{name}: {what} {path!r} does not exist; download it or fix the path in conf/reward")
+        raise FileNotFoundError(
+            f"{name}: {what} {path!r} does not exist; download it or fix the path in conf/reward"
+        )
 
 
 def not_setup_error(name: str) -> RuntimeError:

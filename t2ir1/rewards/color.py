@@ -67,9 +67,13 @@ class ColorAgreementReward:
             raise ValueError("ColorAgreementReward: palette is empty; give at least one name -> [r, g, b]")
         for colour, rgb in palette.items():
             if len(rgb) != 3 or not all(0 <= int(v) <= 255 for v in rgb):
-                raise ValueError(f"ColorAgreementReward: palette[{colour!r}] = {rgb!r}; expected [r, g, b] in 0..255")
+                raise ValueError(
+                    f"ColorAgreementReward: palette[{colour!r}] = {rgb!r}; expected [r, g, b] in 0..255"
+                )
         if not 0 < target_fraction <= 1:
-            raise ValueError(f"ColorAgreementReward: target_fraction must be in (0, 1], got {target_fraction}")
+            raise ValueError(
+                f"ColorAgreementReward: target_fraction must be in (0, 1], got {target_fraction}"
+            )
         self.name = name
         self.target_fraction = float(target_fraction)
         self.analysis_size = int(analysis_size)
@@ -82,7 +86,9 @@ class ColorAgreementReward:
                 prototypes.append(key)
             self._name_to_index[colour.lower()] = prototypes.index(key)
         self._prototypes = torch.tensor(prototypes, dtype=torch.float32)  # [K, 3]
-        achromatic_indices = {self._name_to_index[c.lower()] for c in achromatic if c.lower() in self._name_to_index}
+        achromatic_indices = {
+            self._name_to_index[c.lower()] for c in achromatic if c.lower() in self._name_to_index
+        }
         self._chromatic = torch.tensor([i not in achromatic_indices for i in range(len(prototypes))])  # [K]
         words = sorted(self._name_to_index, key=len, reverse=True)
         self._pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)

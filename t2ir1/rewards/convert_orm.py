@@ -43,7 +43,10 @@ log = logging.getLogger(__name__)
 
 VISION_SRC = "model.vision_tower.vision_tower.vision_model."
 VISION_DST = "model.vision_tower.vision_model."
-PROJECTOR = {"model.mm_projector.0.": "model.multi_modal_projector.linear_1.", "model.mm_projector.2.": "model.multi_modal_projector.linear_2."}
+PROJECTOR = {
+    "model.mm_projector.0.": "model.multi_modal_projector.linear_1.",
+    "model.mm_projector.2.": "model.multi_modal_projector.linear_2.",
+}
 QWEN2_FIELDS = (
     "vocab_size",
     "hidden_size",
@@ -126,12 +129,20 @@ def vision_config_from_weights(state_dict: dict[str, torch.Tensor], num_heads: i
     patch = state_dict.get(prefix + "embeddings.patch_embedding.weight")
     positions = state_dict.get(prefix + "embeddings.position_embedding.weight")
     if patch is None or positions is None:
-        raise ConversionError("no SigLIP patch/position embeddings under model.vision_tower.vision_tower.vision_model")
+        raise ConversionError(
+            "no SigLIP patch/position embeddings under model.vision_tower.vision_tower.vision_model"
+        )
     hidden_size, _, patch_size, _ = patch.shape
     grid = math.isqrt(positions.shape[0])
-    layer_ids = {int(m.group(1)) for k in state_dict if (m := re.match(re.escape(prefix) + r"encoder\.layers\.(\d+)\.", k))}
+    layer_ids = {
+        int(m.group(1))
+        for k in state_dict
+        if (m := re.match(re.escape(prefix) + r"encoder\.layers\.(\d+)\.", k))
+    }
     if hidden_size % num_heads:
-        raise ConversionError(f"vision hidden size {hidden_size} is not divisible by --vision-num-heads {num_heads}")
+        raise ConversionError(
+            f"vision hidden size {hidden_size} is not divisible by --vision-num-heads {num_heads}"
+        )
     return {
         "model_type": "siglip_vision_model",
         "hidden_size": int(hidden_size),
@@ -144,7 +155,9 @@ def vision_config_from_weights(state_dict: dict[str, torch.Tensor], num_heads: i
     }
 
 
-def match_installed_vision_layout(state_dict: dict[str, torch.Tensor], vision_config: dict) -> dict[str, torch.Tensor]:
+def match_installed_vision_layout(
+    state_dict: dict[str, torch.Tensor], vision_config: dict
+) -> dict[str, torch.Tensor]:
     """Rename vision keys to the installed transformers layout of the SigLIP tower.
 
     transformers 4.x nests the tower (``vision_tower.vision_model.*``); 5.x keeps it flat
@@ -158,7 +171,9 @@ def match_installed_vision_layout(state_dict: dict[str, torch.Tensor], vision_co
     if any(key.startswith("vision_model.") for key in tower.state_dict()):
         return state_dict
     flat = "model.vision_tower."
-    return {(flat + k[len(VISION_DST) :] if k.startswith(VISION_DST) else k): v for k, v in state_dict.items()}
+    return {
+        (flat + k[len(VISION_DST) :] if k.startswith(VISION_DST) else k): v for k, v in state_dict.items()
+    }
 
 
 def _extend_rows(weight: torch.Tensor, rows: int) -> torch.Tensor:
@@ -202,12 +217,19 @@ def convert(src: str | Path, dst: str | Path, vision_num_heads: int = 16, shard_
     if not config_path.is_file():
         raise ConversionError(f"{src}: no config.json; SRC must be a downloaded LLaVA-NeXT checkpoint folder")
     source_config = json.loads(config_path.read_text())
-    missing = [f for f in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size") if f not in source_config]
+    missing = [
+        f
+        for f in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+        if f not in source_config
+    ]
     if missing:
         raise ConversionError(f"{config_path}: missing Qwen2 fields {missing}")
 
     state_dict = convert_state_dict(load_source_state_dict(src))
-    vision_config = {**vision_config_from_weights(state_dict, vision_num_heads), **source_config.get("vision_config", {})}
+    vision_config = {
+        **vision_config_from_weights(state_dict, vision_num_heads),
+        **source_config.get("vision_config", {}),
+    }
     state_dict = match_installed_vision_layout(state_dict, vision_config)
 
     tokenizer = AutoTokenizer.from_pretrained(src)
@@ -220,7 +242,12 @@ def convert(src: str | Path, dst: str | Path, vision_num_heads: int = 16, shard_
     text_config = {"model_type": "qwen2", **{k: source_config[k] for k in QWEN2_FIELDS if k in source_config}}
     for key in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
         if key in state_dict and state_dict[key].shape[0] < len(tokenizer):
-            log.info("extending %s from %d to %d rows for the new tokens", key, state_dict[key].shape[0], len(tokenizer))
+            log.info(
+                "extending %s from %d to %d rows for the new tokens",
+                key,
+                state_dict[key].shape[0],
+                len(tokenizer),
+            )
             state_dict[key] = _extend_rows(state_dict[key], len(tokenizer))
     text_config["vocab_size"] = int(state_dict["model.language_model.embed_tokens.weight"].shape[0])
 
@@ -243,7 +270,9 @@ def convert(src: str | Path, dst: str | Path, vision_num_heads: int = 16, shard_
     tokenizer.save_pretrained(dst)
     size = vision_config["image_size"]
     SiglipImageProcessor(
-        size={"height": size, "width": size}, image_mean=list(SIGLIP_MEAN_STD), image_std=list(SIGLIP_MEAN_STD)
+        size={"height": size, "width": size},
+        image_mean=list(SIGLIP_MEAN_STD),
+        image_std=list(SIGLIP_MEAN_STD),
     ).save_pretrained(dst)
     log.info("converted %s -> %s (%d tensors)", src, dst, len(state_dict))
     return dst
@@ -253,7 +282,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="local folder of the LLaVA-NeXT-layout checkpoint")
     parser.add_argument("dst", help="output folder for the transformers checkpoint")
-    parser.add_argument("--vision-num-heads", type=int, default=16, help="SigLIP attention heads (so400m: 16)")
+    parser.add_argument(
+        "--vision-num-heads", type=int, default=16, help="SigLIP attention heads (so400m: 16)"
+    )
     parser.add_argument("--shard-size-gb", type=float, default=5.0, help="maximum safetensors shard size")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

@@ -59,10 +59,14 @@ class RewardEnsemble:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"RewardEnsemble: weights[{key!r}] = {value!r}; expected a finite number")
         if nan_policy not in NAN_POLICIES:
-            raise ValueError(f"RewardEnsemble: nan_policy {nan_policy!r} is unknown; expected one of {NAN_POLICIES}")
+            raise ValueError(
+                f"RewardEnsemble: nan_policy {nan_policy!r} is unknown; expected one of {NAN_POLICIES}"
+            )
         for key, member in members.items():
             if not callable(member) or not hasattr(member, "setup"):
-                raise TypeError(f"RewardEnsemble: member {key!r} ({type(member).__name__}) lacks setup()/__call__")
+                raise TypeError(
+                    f"RewardEnsemble: member {key!r} ({type(member).__name__}) lacks setup()/__call__"
+                )
         self.name = name
         self.members: dict[str, Reward] = members
         self.weights: dict[str, float] = {key: float(weights[key]) for key in members}
@@ -90,7 +94,9 @@ class RewardEnsemble:
             output = member(records, images)
             scores = output.scores.detach().float().cpu()
             if scores.shape != (batch,):
-                raise ValueError(f"RewardEnsemble: member {key!r} returned scores of shape {tuple(scores.shape)}, expected ({batch},)")
+                raise ValueError(
+                    f"RewardEnsemble: member {key!r} returned scores of shape {tuple(scores.shape)}, expected ({batch},)"
+                )
             is_nan = torch.isnan(scores)  # [B]
             if is_nan.any() and self.nan_policy == "error":
                 prompts = [records[i].prompt for i in is_nan.nonzero().flatten().tolist()]

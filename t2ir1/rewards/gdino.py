@@ -28,14 +28,23 @@ import torch
 from PIL import Image
 
 from t2ir1.data.records import PromptRecord
-from t2ir1.rewards._common import check_inputs, check_local_path, freeze, micro_batches, not_setup_error, resolve_dtype
+from t2ir1.rewards._common import (
+    check_inputs,
+    check_local_path,
+    freeze,
+    micro_batches,
+    not_setup_error,
+    resolve_dtype,
+)
 from t2ir1.rewards.base import RewardOutput
 from t2ir1.rewards.compositional import Detection, compositional_score
 
 log = logging.getLogger(__name__)
 
 
-def noun_spans(nouns: Sequence[str], separator: str = " . ", terminator: str = ".") -> tuple[str, list[list[tuple[int, int]]]]:
+def noun_spans(
+    nouns: Sequence[str], separator: str = " . ", terminator: str = "."
+) -> tuple[str, list[list[tuple[int, int]]]]:
     """The caption and, per noun, its character spans (first and last word of multi-word nouns).
 
     >>> noun_spans(["cat", "traffic light"])
@@ -127,9 +136,13 @@ class GroundingDinoReward:
         check_local_path(self.name, self.model_path, "model_path")
         self.device = torch.device(device)
         self.dtype = resolve_dtype(self.dtype_name, self.device)
-        self.processor = AutoProcessor.from_pretrained(self.model_path, local_files_only=self.local_files_only)
+        self.processor = AutoProcessor.from_pretrained(
+            self.model_path, local_files_only=self.local_files_only
+        )
         if not getattr(self.processor.tokenizer, "is_fast", False):
-            raise ValueError(f"{self.name}: {self.model_path} has no fast tokenizer; character offsets need one")
+            raise ValueError(
+                f"{self.name}: {self.model_path} has no fast tokenizer; character offsets need one"
+            )
         model = GroundingDinoForObjectDetection.from_pretrained(
             self.model_path, dtype=self.dtype, local_files_only=self.local_files_only
         )
@@ -137,7 +150,9 @@ class GroundingDinoReward:
         log.info("%s: loaded %s on %s (%s)", self.name, self.model_path, self.device, self.dtype)
 
     @torch.inference_mode()
-    def detect(self, nouns_per_image: Sequence[Sequence[str]], images: Sequence[Image.Image]) -> list[list[Detection]]:
+    def detect(
+        self, nouns_per_image: Sequence[Sequence[str]], images: Sequence[Image.Image]
+    ) -> list[list[Detection]]:
         """Detections (pixel boxes) of each image's nouns; all images must share one size."""
         captions, spans = zip(*(noun_spans(nouns) for nouns in nouns_per_image), strict=True)
         text = self.processor.tokenizer(
@@ -150,12 +165,16 @@ class GroundingDinoReward:
             pixel_mask=pixels["pixel_mask"].to(self.device) if "pixel_mask" in pixels else None,
             input_ids=text["input_ids"][:, :max_len].to(self.device),
             attention_mask=text["attention_mask"][:, :max_len].to(self.device),
-            token_type_ids=text["token_type_ids"][:, :max_len].to(self.device) if "token_type_ids" in text else None,
+            token_type_ids=text["token_type_ids"][:, :max_len].to(self.device)
+            if "token_type_ids" in text
+            else None,
         )
         length = min(text["input_ids"].shape[1], max_len)
         probs = outputs.logits[..., :length].float().sigmoid()  # [b, Q, T]
         boxes = outputs.pred_boxes.float()  # [b, Q, 4] (cx, cy, w, h) normalised
-        corners = torch.cat([boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], dim=-1)
+        corners = torch.cat(
+            [boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], dim=-1
+        )
         results: list[list[Detection]] = []
         for row, (nouns, image) in enumerate(zip(nouns_per_image, images, strict=True)):
             pos_map = positive_map(spans[row], text["offset_mapping"][row], length).to(probs.device)  # [n, T]

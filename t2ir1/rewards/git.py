@@ -24,7 +24,14 @@ import torch
 from PIL import Image
 
 from t2ir1.data.records import PromptRecord
-from t2ir1.rewards._common import check_inputs, check_local_path, freeze, micro_batches, not_setup_error, resolve_dtype
+from t2ir1.rewards._common import (
+    check_inputs,
+    check_local_path,
+    freeze,
+    micro_batches,
+    not_setup_error,
+    resolve_dtype,
+)
 from t2ir1.rewards.base import RewardOutput
 
 log = logging.getLogger(__name__)
@@ -70,7 +77,9 @@ class GitVQAReward:
         check_local_path(self.name, self.model_path, "model_path")
         self.device = torch.device(device)
         self.dtype = resolve_dtype(self.dtype_name, self.device)
-        self.processor = AutoProcessor.from_pretrained(self.model_path, local_files_only=self.local_files_only)
+        self.processor = AutoProcessor.from_pretrained(
+            self.model_path, local_files_only=self.local_files_only
+        )
         model = GitForCausalLM.from_pretrained(
             self.model_path, dtype=self.dtype, local_files_only=self.local_files_only
         )
@@ -80,7 +89,9 @@ class GitVQAReward:
         for token in (self.yes_token, self.no_token):
             ids = tokenizer(token, add_special_tokens=False).input_ids
             if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
-                raise ValueError(f"{self.name}: answer {token!r} is not one known token in {self.model_path}'s tokenizer (ids {ids})")
+                raise ValueError(
+                    f"{self.name}: answer {token!r} is not one known token in {self.model_path}'s tokenizer (ids {ids})"
+                )
             self.answer_ids.append(ids[0])
         if tokenizer.cls_token_id is None:
             raise ValueError(f"{self.name}: the tokenizer of {self.model_path} has no CLS token")
@@ -116,7 +127,9 @@ class GitVQAReward:
             raise not_setup_error(self.name)
         check_inputs(self.name, records, images)
         scores = torch.ones(len(records), dtype=torch.float32)
-        asked = [i for i, r in enumerate(records) if r.task_type not in self.zero_task_types and self.phrases(r)]
+        asked = [
+            i for i, r in enumerate(records) if r.task_type not in self.zero_task_types and self.phrases(r)
+        ]
         for i, record in enumerate(records):
             if record.task_type in self.zero_task_types:
                 scores[i] = 0.0

@@ -20,7 +20,14 @@ import torch
 from PIL import Image
 
 from t2ir1.data.records import PromptRecord
-from t2ir1.rewards._common import check_inputs, check_local_path, freeze, micro_batches, not_setup_error, resolve_dtype
+from t2ir1.rewards._common import (
+    check_inputs,
+    check_local_path,
+    freeze,
+    micro_batches,
+    not_setup_error,
+    resolve_dtype,
+)
 from t2ir1.rewards.base import RewardOutput
 
 log = logging.getLogger(__name__)
@@ -107,18 +114,24 @@ class HPSReward:
                 "register its JSON with model_config_path or use e.g. ViT-H-14"
             )
         if not Path(self.checkpoint).expanduser().exists():
-            raise FileNotFoundError(f"{self.name}: checkpoint {self.checkpoint!r} does not exist (HPS_v2.1_compressed.pt)")
+            raise FileNotFoundError(
+                f"{self.name}: checkpoint {self.checkpoint!r} does not exist (HPS_v2.1_compressed.pt)"
+            )
         model = open_clip.create_model(self.arch, pretrained=None, device="cpu")
         state_dict = load_hps_state_dict(Path(self.checkpoint).expanduser())
         try:
             model.load_state_dict(state_dict, strict=True)
         except RuntimeError as error:
-            raise ValueError(f"{self.name}: checkpoint {self.checkpoint} does not fit open_clip {self.arch}: {error}") from error
+            raise ValueError(
+                f"{self.name}: checkpoint {self.checkpoint} does not fit open_clip {self.arch}: {error}"
+            ) from error
         self.model = freeze(model).to(self.device, self.dtype)
         self.tokenizer = open_clip.get_tokenizer(self.arch, context_length=self.context_length)
         image_size = self.model.visual.image_size
         self.image_size = int(image_size[0] if isinstance(image_size, tuple | list) else image_size)
-        log.info("%s: loaded %s from %s on %s (%s)", self.name, self.arch, self.checkpoint, self.device, self.dtype)
+        log.info(
+            "%s: loaded %s from %s on %s (%s)", self.name, self.arch, self.checkpoint, self.device, self.dtype
+        )
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """``[B, 3, S, S]`` float32 normalised pixels (S = the model's image size)."""

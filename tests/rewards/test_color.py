@@ -27,7 +27,9 @@ def test_fraction_scores_by_hand():
     reward = ColorAgreementReward(target_fraction=0.2)
     # 8 of 64 columns red (1/8 = 0.125), the rest a near-blue (nearest prototype blue).
     image = _image((250, 10, 5), (10, 10, 240), left_cols=8)
-    out = reward([_record("a red ball"), _record("a blue sky"), _record("a red ball and a blue sky")], [image] * 3)
+    out = reward(
+        [_record("a red ball"), _record("a blue sky"), _record("a red ball and a blue sky")], [image] * 3
+    )
     # red: min(1, 0.125 / 0.2) = 0.625; blue: min(1, 0.875 / 0.2) = 1; both: (0.625 + 1) / 2
     assert out.scores.tolist() == pytest.approx([0.625, 1.0, 0.8125])
     assert out.scores.dtype == torch.float32
@@ -56,7 +58,9 @@ def test_batching_invariance_and_range():
     reward = ColorAgreementReward()
     generator = np.random.default_rng(0)
     images = [Image.fromarray(generator.integers(0, 256, (48, 40, 3), dtype=np.uint8)) for _ in range(5)]
-    records = [_record(p) for p in ["red car", "a blue and yellow bird", "a dog", "white snow", "pink and brown"]]
+    records = [
+        _record(p) for p in ["red car", "a blue and yellow bird", "a dog", "white snow", "pink and brown"]
+    ]
     batched = reward(records, images).scores
     single = torch.cat([reward([r], [i]).scores for r, i in zip(records, images, strict=True)])
     assert batched.shape == (5,)

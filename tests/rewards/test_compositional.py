@@ -102,7 +102,9 @@ def test_object_score_fraction_of_nouns():
 
 
 def test_spatial_score_uses_most_confident_box():
-    record = _record(task_type="spatial", nouns=("cat", "dog"), spatial_info=SpatialInfo("cat", "dog", "left of"))
+    record = _record(
+        task_type="spatial", nouns=("cat", "dog"), spatial_info=SpatialInfo("cat", "dog", "left of")
+    )
     detections = [
         Detection("cat", A, 0.9),
         Detection("cat", (500.0, 0.0, 510.0, 10.0), 0.4),  # less confident: ignored
@@ -121,8 +123,13 @@ def test_spatial_score_uses_most_confident_box():
 
 def test_spatial_near_units_and_quirk():
     # 384 px image; cat centred (20, 20), dog centred (364, 364): dx = dy = 344 px.
-    record = _record(task_type="spatial", nouns=("cat", "dog"), spatial_info=SpatialInfo("cat", "dog", "near"))
-    detections = [Detection("cat", (0.0, 0.0, 40.0, 40.0), 0.9), Detection("dog", (344.0, 344.0, 384.0, 384.0), 0.9)]
+    record = _record(
+        task_type="spatial", nouns=("cat", "dog"), spatial_info=SpatialInfo("cat", "dog", "near")
+    )
+    detections = [
+        Detection("cat", (0.0, 0.0, 40.0, 40.0), 0.9),
+        Detection("dog", (344.0, 344.0, 384.0, 384.0), 0.9),
+    ]
     # fixed: pixels vs 150 px -> 150 / 344; total 0.4 + (150/344)/2
     fixed = spatial_score(record, detections, image_size=(384, 384))
     assert fixed == pytest.approx(0.4 + 150 / 344 / 2)
@@ -131,17 +138,23 @@ def test_spatial_near_units_and_quirk():
     assert quirk == pytest.approx(0.9)
     # the same boxes given normalised give the same fixed score
     normalized = [Detection(d.label, tuple(v / 384 for v in d.box), d.score) for d in detections]
-    assert spatial_score(record, normalized, image_size=(384, 384), box_format="normalized") == pytest.approx(fixed)
+    assert spatial_score(record, normalized, image_size=(384, 384), box_format="normalized") == pytest.approx(
+        fixed
+    )
     with pytest.raises(ValueError, match="image_size"):
         spatial_score(record, normalized, box_format="normalized")
 
 
 def test_spatial_quirk_above():
-    record = _record(task_type="spatial", nouns=("cat", "dog"), spatial_info=SpatialInfo("cat", "dog", "above"))
+    record = _record(
+        task_type="spatial", nouns=("cat", "dog"), spatial_info=SpatialInfo("cat", "dog", "above")
+    )
     detections = [Detection("cat", A, 0.9), Detection("dog", B_DOWN, 0.9)]
     assert spatial_score(record, detections, image_size=(384, 384)) == pytest.approx(0.9)
     # under quirks the position score is 0 -> 0.4
-    assert spatial_score(record, detections, image_size=(384, 384), reference_quirks=True) == pytest.approx(0.4)
+    assert spatial_score(record, detections, image_size=(384, 384), reference_quirks=True) == pytest.approx(
+        0.4
+    )
 
 
 def test_nms_merges_overlaps():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,12 @@ from t2ir1.rewards.gdino import GroundingDinoReward
 from t2ir1.rewards.git import GitVQAReward
 from t2ir1.rewards.hps import HPSReward
 from t2ir1.rewards.orm import OutcomeRewardModel
-
-from .tiny_models import build_tiny_gdino, build_tiny_git, build_tiny_llava_next_checkpoint
+from t2ir1.rewards.tiny import (
+    build_tiny_gdino,
+    build_tiny_git,
+    build_tiny_hps,
+    build_tiny_llava_next_checkpoint,
+)
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 MEMBER_TYPES = {
@@ -51,7 +54,9 @@ def test_paper_ensemble_config():
     assert cfg.reward.members.gdino.box_threshold == 0.3
     assert cfg.reward.members.gdino.reference_quirks is False
     reward = instantiate(cfg.reward)
-    assert {k: type(v) for k, v in reward.members.items()} == {k: MEMBER_TYPES[k] for k in ("hps", "git", "gdino", "orm")}
+    assert {k: type(v) for k, v in reward.members.items()} == {
+        k: MEMBER_TYPES[k] for k in ("hps", "git", "gdino", "orm")
+    }
 
 
 def test_weight_without_member_is_rejected():
@@ -61,25 +66,16 @@ def test_weight_without_member_is_rejected():
 
 
 def test_paper_ensemble_runs_on_tiny_members(tmp_path, records, images):
-    import open_clip
-
-    hps_config = {
-        "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    }
-    (tmp_path / "cfg-tiny-hps.json").write_text(json.dumps(hps_config))
-    open_clip.add_model_config(tmp_path / "cfg-tiny-hps.json")
-    torch.save({"state_dict": open_clip.create_model("cfg-tiny-hps").state_dict()}, tmp_path / "hps.pt")
+    hps = build_tiny_hps(tmp_path / "hps")
     from t2ir1.rewards.convert_orm import convert
 
     orm_path = convert(build_tiny_llava_next_checkpoint(tmp_path), tmp_path / "orm", vision_num_heads=2)
     cfg = _compose(
         "ensemble",
         [
-            f"reward.members.hps.checkpoint={tmp_path / 'hps.pt'}",
-            "reward.members.hps.arch=cfg-tiny-hps",
-            f"reward.members.hps.model_config_path={tmp_path / 'cfg-tiny-hps.json'}",
+            f"reward.members.hps.checkpoint={hps['checkpoint']}",
+            f"reward.members.hps.arch={hps['arch']}",
+            f"reward.members.hps.model_config_path={hps['model_config_path']}",
             f"reward.members.git.model_path={build_tiny_git(tmp_path)}",
             f"reward.members.gdino.model_path={build_tiny_gdino(tmp_path)}",
             f"reward.members.orm.model_path={orm_path}",

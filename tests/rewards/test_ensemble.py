@@ -63,7 +63,8 @@ def test_key_mismatch_names_keys():
 
 def test_nan_policy_error_names_prompt_and_member():
     ensemble = RewardEnsemble(
-        {"a": FixedReward("a", [0.5, float("nan"), 0.0]), "b": FixedReward("b", [0.1, 0.1, 0.1])}, {"a": 1.0, "b": 1.0}
+        {"a": FixedReward("a", [0.5, float("nan"), 0.0]), "b": FixedReward("b", [0.1, 0.1, 0.1])},
+        {"a": 1.0, "b": 1.0},
     )
     with pytest.raises(ValueError, match=r"member 'a' returned NaN for prompt\(s\) \['prompt 1'\]"):
         ensemble(RECORDS, IMAGES)
@@ -71,7 +72,10 @@ def test_nan_policy_error_names_prompt_and_member():
 
 def test_nan_policy_drop_leaves_term_out_without_renormalising():
     ensemble = RewardEnsemble(
-        {"a": FixedReward("a", [0.5, float("nan"), float("nan")]), "b": FixedReward("b", [0.1, 0.1, float("nan")])},
+        {
+            "a": FixedReward("a", [0.5, float("nan"), float("nan")]),
+            "b": FixedReward("b", [0.1, 0.1, float("nan")]),
+        },
         {"a": 1.0, "b": 2.0},
         nan_policy="drop",
     )

@@ -10,8 +10,7 @@ from PIL import Image
 from t2ir1.data.records import PromptRecord, SpatialInfo
 from t2ir1.rewards.compositional import compositional_score
 from t2ir1.rewards.gdino import GroundingDinoReward, noun_spans, positive_map
-
-from .tiny_models import build_tiny_gdino
+from t2ir1.rewards.tiny import build_tiny_gdino
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +58,9 @@ def test_phrase_logits_are_mean_token_probabilities(reward):
     assert len(detections) == len(expected) > 0
     for detection in detections:
         reference = cat_logit if detection.label == "cat" else light_logit
-        assert any(abs(detection.score - reference[q].item()) < 1e-5 for lab, q in expected if lab == detection.label)
+        assert any(
+            abs(detection.score - reference[q].item()) < 1e-5 for lab, q in expected if lab == detection.label
+        )
         x0, y0, x1, y1 = detection.box
         assert 0 <= x0 <= x1 <= 64 + 1e-3 and 0 <= y0 <= y1 <= 64 + 1e-3
 
@@ -79,18 +80,30 @@ def test_scores_ranges_and_batching_invariance(reward, records, images):
     # the score is the rules applied to the detections
     for record, image, score in zip(records[:4], same_size[:4], batched[:4], strict=True):
         found = reward.detect([record.nouns], [image])[0]
-        assert score.item() == pytest.approx(compositional_score(record, found, image_size=image.size), abs=1e-6)
+        assert score.item() == pytest.approx(
+            compositional_score(record, found, image_size=image.size), abs=1e-6
+        )
 
 
 def test_reference_quirks_switch(gdino_path):
-    record = PromptRecord(prompt="a cat above a dog", task_type="spatial", nouns=("cat", "dog"),
-                          spatial_info=SpatialInfo("cat", "dog", "above"))
+    record = PromptRecord(
+        prompt="a cat above a dog",
+        task_type="spatial",
+        nouns=("cat", "dog"),
+        spatial_info=SpatialInfo("cat", "dog", "above"),
+    )
     image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8))
-    quirky = GroundingDinoReward(model_path=gdino_path, dtype="float32", box_threshold=0.0, reference_quirks=True)
+    quirky = GroundingDinoReward(
+        model_path=gdino_path, dtype="float32", box_threshold=0.0, reference_quirks=True
+    )
     quirky.setup("cpu")
     # with threshold 0 every noun is detected; "above" has no branch in the original -> 0.2 + 0.2 + 0
     assert quirky([record], [image]).scores.item() == pytest.approx(0.4)
-    near = PromptRecord(prompt="a cat near a dog", task_type="spatial", nouns=("cat", "dog"),
-                        spatial_info=SpatialInfo("cat", "dog", "near"))
+    near = PromptRecord(
+        prompt="a cat near a dog",
+        task_type="spatial",
+        nouns=("cat", "dog"),
+        spatial_info=SpatialInfo("cat", "dog", "near"),
+    )
     # normalised boxes against a 150 px threshold -> position 1 -> 0.9
     assert quirky([near], [image]).scores.item() == pytest.approx(0.9)

@@ -7,7 +7,7 @@ import torch
 
 from t2ir1.data.records import PromptRecord
 from t2ir1.rewards.git import GitVQAReward
-from .tiny_models import build_tiny_git
+from t2ir1.rewards.tiny import build_tiny_git
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +47,23 @@ def test_scores_match_hand_computation(reward, records, images):
     assert out.scores.shape == (5,) and out.scores.dtype == torch.float32
     assert ((out.scores >= 0) & (out.scores <= 1)).all()
     # row 0 (color): its attr_nouns "red cat"; row 1 spatial and row 2 numeracy: 0; row 4 no phrases: 1
-    assert out.scores[0].item() == pytest.approx(_single_question_score(reward, images[0], "red cat"), abs=1e-5)
+    assert out.scores[0].item() == pytest.approx(
+        _single_question_score(reward, images[0], "red cat"), abs=1e-5
+    )
     assert out.scores[1].item() == 0.0 and out.scores[2].item() == 0.0
     assert out.scores[4].item() == 1.0
     # row 3 (object): mean over its two nouns
-    expected = (_single_question_score(reward, images[3], "dog") + _single_question_score(reward, images[3], "cat")) / 2
+    expected = (
+        _single_question_score(reward, images[3], "dog") + _single_question_score(reward, images[3], "cat")
+    ) / 2
     assert out.scores[3].item() == pytest.approx(expected, abs=1e-5)
 
 
 def test_batching_invariance(reward, records, images):
     # extra rows with many phrases so questions of different lengths are padded together
-    extra = PromptRecord(prompt="x", task_type="color", nouns=("cat",), attr_nouns=("blue traffic light", "red dog", "cat"))
+    extra = PromptRecord(
+        prompt="x", task_type="color", nouns=("cat",), attr_nouns=("blue traffic light", "red dog", "cat")
+    )
     batch_records, batch_images = [*records, extra], [*images, images[1]]
     batched = reward(batch_records, batch_images).scores
     single = torch.cat([reward([r], [i]).scores for r, i in zip(batch_records, batch_images, strict=True)])

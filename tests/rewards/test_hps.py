@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 open_clip = pytest.importorskip("open_clip")
 
 from t2ir1.rewards.hps import HPSReward, resize_longest_and_pad  # noqa: E402
-
-TINY_ARCH = "t2ir1-hps-tiny"
-TINY_CONFIG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-}
+from t2ir1.rewards.tiny import TINY_HPS_ARCH, build_tiny_hps  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_hps(tmp_path_factory):
-    """Write the tiny arch JSON and an HPS-layout checkpoint ({"state_dict": ...}); return the member kwargs."""
-    folder = tmp_path_factory.mktemp("hps")
-    config_path = folder / f"{TINY_ARCH}.json"
-    config_path.write_text(json.dumps(TINY_CONFIG))
-    open_clip.add_model_config(config_path)
-    torch.manual_seed(0)
-    model = open_clip.create_model(TINY_ARCH, pretrained=None)
-    checkpoint = folder / "HPS_tiny.pt"
-    torch.save({"state_dict": model.state_dict()}, checkpoint)
-    return {"checkpoint": str(checkpoint), "arch": TINY_ARCH, "model_config_path": str(config_path)}, model
+    """The tiny arch JSON and an HPS-layout checkpoint ({"state_dict": ...}); returns (kwargs, saved model)."""
+    kwargs = build_tiny_hps(tmp_path_factory.mktemp("hps"))
+    model = open_clip.create_model(TINY_HPS_ARCH, pretrained=None)
+    model.load_state_dict(torch.load(kwargs["checkpoint"], weights_only=True)["state_dict"])
+    return kwargs, model
 
 
 def test_scores_are_cosines_of_the_saved_model(tiny_hps, records, images):
@@ -44,7 +31,7 @@ def test_scores_are_cosines_of_the_saved_model(tiny_hps, records, images):
     assert ((out.scores >= -1) & (out.scores <= 1)).all()
     # recompute by hand with the model that was saved: cosine of normalised features
     pixels = reward.preprocess(images)
-    tokens = open_clip.get_tokenizer(TINY_ARCH)([r.prompt for r in records])
+    tokens = open_clip.get_tokenizer(TINY_HPS_ARCH)([r.prompt for r in records])
     with torch.no_grad():
         img = reference_model.eval().encode_image(pixels)
         txt = reference_model.encode_text(tokens)
@@ -72,12 +59,15 @@ def test_resize_longest_and_pad():
 
 def test_clear_errors(tiny_hps, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        HPSReward(checkpoint=str(tmp_path / "missing.pt"), **{k: v for k, v in tiny_hps[0].items() if k != "checkpoint"}).setup()
+        HPSReward(
+            checkpoint=str(tmp_path / "missing.pt"),
+            **{k: v for k, v in tiny_hps[0].items() if k != "checkpoint"},
+        ).setup()
     with pytest.raises(ValueError, match="no architecture 'ViT-nope'"):
         HPSReward(checkpoint=tiny_hps[0]["checkpoint"], arch="ViT-nope").setup()
     # a checkpoint of another architecture does not fit
     torch.save({"state_dict": {"visual.proj": torch.zeros(1)}}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="does not fit"):
-        HPSReward(checkpoint=str(tmp_path / "bad.pt"), arch=TINY_ARCH).setup()
+        HPSReward(checkpoint=str(tmp_path / "bad.pt"), arch=TINY_HPS_ARCH).setup()
     with pytest.raises(RuntimeError, match="setup"):
         HPSReward(**tiny_hps[0])([], [])

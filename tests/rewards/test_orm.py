@@ -8,8 +8,7 @@ from safetensors.torch import load_file
 
 from t2ir1.rewards.convert_orm import ConversionError, convert, convert_key, main
 from t2ir1.rewards.orm import OutcomeRewardModel, pad_to_square
-
-from .tiny_models import build_tiny_llava_next_checkpoint
+from t2ir1.rewards.tiny import build_tiny_llava_next_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,9 @@ def reward(checkpoints):
 def test_key_mapping():
     assert convert_key("model.mm_projector.0.weight") == "model.multi_modal_projector.linear_1.weight"
     assert convert_key("model.mm_projector.2.bias") == "model.multi_modal_projector.linear_2.bias"
-    assert convert_key("model.layers.3.mlp.up_proj.weight") == "model.language_model.layers.3.mlp.up_proj.weight"
+    assert (
+        convert_key("model.layers.3.mlp.up_proj.weight") == "model.language_model.layers.3.mlp.up_proj.weight"
+    )
     assert convert_key("model.image_newline") == "model.image_newline"
     assert convert_key("lm_head.weight") == "lm_head.weight"
     assert convert_key("model.vision_tower.vision_tower.vision_model.head.mlp.fc1.weight") is None
@@ -47,14 +48,20 @@ def test_round_trip_loads_with_every_weight(checkpoints):
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     original = load_file(source / "model.safetensors")
     state = model.state_dict()
-    torch.testing.assert_close(state["model.multi_modal_projector.linear_1.weight"], original["model.mm_projector.0.weight"])
+    torch.testing.assert_close(
+        state["model.multi_modal_projector.linear_1.weight"], original["model.mm_projector.0.weight"]
+    )
     torch.testing.assert_close(state["model.image_newline"], original["model.image_newline"])
     torch.testing.assert_close(
-        state["model.language_model.layers.1.self_attn.q_proj.weight"], original["model.layers.1.self_attn.q_proj.weight"]
+        state["model.language_model.layers.1.self_attn.q_proj.weight"],
+        original["model.layers.1.self_attn.q_proj.weight"],
     )
-    vision_key = next(k for k in state if k.endswith("encoder.layers.0.mlp.fc1.weight") and "vision_tower" in k)
+    vision_key = next(
+        k for k in state if k.endswith("encoder.layers.0.mlp.fc1.weight") and "vision_tower" in k
+    )
     torch.testing.assert_close(
-        state[vision_key], original["model.vision_tower.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight"]
+        state[vision_key],
+        original["model.vision_tower.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight"],
     )
     # two new tokens (<image>, <video>): the embedding grew by 2 rows, old rows untouched
     embed = state["model.language_model.embed_tokens.weight"]
@@ -89,7 +96,9 @@ def test_member_scores(reward, records, images):
     assert out.scores.shape == (5,) and out.scores.dtype == torch.float32
     assert ((out.scores > 0) & (out.scores < 1)).all()
     for index in (0, 2):
-        assert out.scores[index].item() == pytest.approx(_hand_score(reward, records[index].prompt, images[index]), abs=1e-5)
+        assert out.scores[index].item() == pytest.approx(
+            _hand_score(reward, records[index].prompt, images[index]), abs=1e-5
+        )
     # the question holds the prompt and exactly N + 1 image tokens
     ids = reward.prompt_ids("a red cat", 17)
     assert ids.count(reward.image_token_id) == 17
