@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from t2ir1.data.records import NumeracyItem, PromptRecord, SpatialInfo
 from t2ir1.rewards.base import Reward
@@ -157,25 +157,31 @@ def test_mismatched_lengths_raise(reward):
         reward([RECORDS["object"]], [])
 
 
+def _compose(overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=None, overrides=overrides)
+
+
 def test_reward_config_instantiates_an_ensemble():
-    ensemble = instantiate(OmegaConf.load(CONF / "reward" / "shapeworld.yaml"))
+    cfg = _compose(["+reward=shapeworld", "reward.weights.shapeworld=0.5"])
+    ensemble = instantiate(cfg.reward)
     assert isinstance(ensemble, RewardEnsemble)
     assert isinstance(ensemble.members["shapeworld"], ShapeWorldReward) and ensemble.weights == {
-        "shapeworld": 1.0
+        "shapeworld": 0.5
     }
     ensemble.setup("cpu")
     output = ensemble([RECORDS["colors"]] * 2, [render(CORRECT["colors"]), render(WRONG["colors"][0])])
-    assert output.scores.tolist() == pytest.approx([1.0, 0.5])
+    # Weighted: 0.5 * [1.0, 0.5].
+    assert output.scores.tolist() == pytest.approx([0.5, 0.25])
 
 
 def test_data_config_builds_the_training_stream():
     from t2ir1.data.datamodule import PromptDataModule
 
-    # Composed as in train.yaml: the data node sits under a root that may set `seed`.
-    cfg = OmegaConf.create({"seed": 0, "data": OmegaConf.load(CONF / "data" / "shapeworld.yaml")})
-    cfg.data.source.n = 50
+    cfg = _compose(["+data=shapeworld", "data.source.n=50"])
     module = instantiate(cfg.data)
     assert isinstance(module, PromptDataModule)
     module.setup()
     records = list(module.train_set) + list(module.val_set)
+    assert len(module.val_set) == 32
     assert sorted(r.prompt_id for r in records) == sorted(r.prompt_id for r in training_records(50, seed=0))
