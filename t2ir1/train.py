@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from t2ir1.lit.checkpointing import AtomicCheckpointIO, ResumableData
+from t2ir1.lit.loggers import finish_wandb
 from t2ir1.lit.module import BiCoTGRPOModule
 
 log = logging.getLogger(__name__)
@@ -30,19 +33,50 @@ def build_module(cfg: DictConfig) -> BiCoTGRPOModule:
     )
 
 
+def _checkpoint_plugins(cfg: DictConfig) -> dict:
+    """Atomic checkpoint writes, unless the trainer config chooses its own plugins or DeepSpeed."""
+    if cfg.trainer.get("plugins") or "deepspeed" in str(cfg.trainer.get("strategy", "")).lower():
+        return {}
+    return {"plugins": [AtomicCheckpointIO()]}
+
+
+def _checked_ckpt_path(cfg: DictConfig) -> str | None:
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and ckpt_path not in ("last", "hpc") and "://" not in str(ckpt_path):
+        path = Path(str(ckpt_path)).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"ckpt_path={ckpt_path}: no such checkpoint. A run writes them to "
+                "<output_dir>/checkpoints/ (last.ckpt and step-numbered files); pass one of those."
+            )
+        return str(path)
+    return ckpt_path
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train as configured; returns the last logged value of every metric."""
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
+    ckpt_path = _checked_ckpt_path(cfg)
+    # the training loader becomes stateful, so a resumed run continues at the same batch
+    datamodule = ResumableData(instantiate(cfg.data))
     module = build_module(cfg)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=_instantiate_group(cfg.get("callbacks")), logger=_instantiate_group(cfg.get("logger")) or False
+        cfg.trainer,
+        callbacks=_instantiate_group(cfg.get("callbacks")),
+        logger=_instantiate_group(cfg.get("logger")) or False,
+        **_checkpoint_plugins(cfg),
     )
-    if trainer.is_global_zero:
-        log.info("output directory: %s", cfg.paths.output_dir)
-        for logger in trainer.loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    exit_code = 1
+    try:
+        if trainer.is_global_zero:
+            log.info("output directory: %s", cfg.paths.output_dir)
+            for logger in trainer.loggers:
+                logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        exit_code = 0
+    finally:
+        # every job of a multirun gets its own W&B run, finished even when the job fails
+        finish_wandb(trainer.loggers, exit_code)
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
     return metrics

@@ -24,7 +24,13 @@ from t2ir1.policy.janus import JanusPolicy, ReferenceModel
 from t2ir1.policy.logprobs import image_logprobs, text_logprobs
 from t2ir1.policy.prompts import SYSTEM_PROMPT, load_reasoning_prompt
 from t2ir1.rewards.base import RewardOutput
-from t2ir1.rollout.sampling import SemanticRollout, prompt_generators, sample_image_tokens, sample_semantic_cot
+from t2ir1.rollout.sampling import (
+    SemanticRollout,
+    prompt_generators,
+    sample_image_tokens,
+    sample_semantic_cot,
+)
+from t2ir1.scale.metrics import aggregation_weight, nanmean_with_count, pooled_std, weighted_means
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,7 @@ class GRPOSettings:
     cfg_weight: float = 5.0
     reasoning_prompt: str | None = "default"
     system_prompt: str = SYSTEM_PROMPT
-    logprob_chunk_size: int = 1024
+    logprob_chunk_size: int = 256
     decode_micro_batch_size: int = 16
     seed: int = 0
 
@@ -149,6 +155,10 @@ class BiCoTGRPOModule(L.LightningModule):
         self.policy.freeze_non_trainable()
         if self.settings.beta > 0 and self.reference is None:
             self.reference = self.policy.make_reference()
+        # sharding strategies (t2ir1.scale.fsdp.FSDP2Strategy) shard policy and reference here
+        shard = getattr(self._trainer.strategy, "shard_policy", None) if self._trainer is not None else None
+        if shard is not None:
+            shard(self.policy, self.reference)
 
     def setup(self, stage: str) -> None:
         self.configure_model()
@@ -258,6 +268,9 @@ class BiCoTGRPOModule(L.LightningModule):
                 clip_eps_high=self.settings.clip_eps_high,
                 aggregation=self.settings.loss_aggregation,
             )
+        # this rank's loss denominator and token count: weights of the cross-rank means logged
+        diagnostics["loss_weight"] = aggregation_weight(self.settings.loss_aggregation, mask)
+        diagnostics["tokens"] = mask.detach().float().sum()
         return loss, diagnostics
 
     @torch.no_grad()
@@ -273,6 +286,15 @@ class BiCoTGRPOModule(L.LightningModule):
     # ----------------------------------------------------------- lightning loop
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # records are text; tensors are made on the device by the policy
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the micro-step seeds every prompt's sampling (prompt_seed): a resumed run needs it
+        checkpoint["t2ir1_module"] = {"micro_step": self._micro_step}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._micro_step = int(checkpoint.get("t2ir1_module", {}).get("micro_step", 0))
+        # a reused rollout (num_iterations > 1) is not saved: resuming mid-cycle samples afresh
+        self._rollout_buffer.clear()
 
     def _next_rollout(self, batch: list[PromptRecord]) -> tuple[Rollout, bool]:
         """A fresh rollout, or the buffered one while it is being reused (``num_iterations``)."""
@@ -297,21 +319,48 @@ class BiCoTGRPOModule(L.LightningModule):
         return loss
 
     def _log_step(self, rollout: Rollout, loss, diagnostics, fresh: bool, batch_size: int) -> None:
-        log_kw = {"on_step": True, "on_epoch": False, "batch_size": batch_size, "sync_dist": True}
-        self.log("train/loss", loss.detach(), **log_kw)
-        self.log("train/kl", diagnostics["kl"], **log_kw)
-        self.log("train/clip_frac", diagnostics["clip_frac"], **log_kw)
-        self.log("train/ratio_mean", diagnostics["ratio_mean"], **log_kw)
-        self.log("adv/std", rollout.advantages.std(), **log_kw)
-        stats = group_stats(rollout.rewards.scores.float(), self.settings.samples_per_prompt)
-        self.log("adv/zero_std_frac", stats["zero_std_frac"], **log_kw)
-        self.log("reward/total", rollout.rewards.scores.float().mean(), prog_bar=True, **log_kw)
-        for name, scores in rollout.rewards.extras.get("raw", {}).items():
-            self.log(f"reward/{name}", torch.nanmean(scores.float()), **log_kw)
-        for name, scores in rollout.rewards.extras.get("weighted", {}).items():
-            self.log(f"reward/{name}_weighted", torch.nanmean(scores.float()), **log_kw)
+        """Log this step's metrics as means over every rank's items (``t2ir1.scale.metrics``).
+
+        Each rank's value goes with its weight (its loss denominator for the loss, tokens for
+        token means, rows for row means, groups for group fractions, non-NaN rows for reward
+        members) into one collective, so that the logged values equal those of one process
+        holding all ranks' prompts. Timings are the slowest rank's.
+        """
+        device = loss.device
+        rows = torch.tensor(float(len(rollout.records)), device=device)
+        groups = rows / self.settings.samples_per_prompt
+        tokens = diagnostics["tokens"]
+        scores = rollout.rewards.scores.float()
+        advantages = rollout.advantages.detach().float()
+        stats = group_stats(scores, self.settings.samples_per_prompt)
+        pairs: dict[str, tuple] = {
+            "train/loss": (loss.detach(), diagnostics["loss_weight"]),
+            "train/kl": (diagnostics["kl"], tokens),
+            "train/clip_frac": (diagnostics["clip_frac"], tokens),
+            "train/ratio_mean": (diagnostics["ratio_mean"], tokens),
+            "adv/zero_std_frac": (stats["zero_std_frac"], groups),
+            "reward/total": (scores.mean(), rows),
+            # first and second moments: the std over all ranks' rows is pooled from them
+            "adv/mean": (advantages.mean(), rows),
+            "adv/square_mean": (advantages.pow(2).mean(), rows),
+        }
+        for name, member_scores in rollout.rewards.extras.get("raw", {}).items():
+            pairs[f"reward/{name}"] = nanmean_with_count(member_scores)
+        for name, member_scores in rollout.rewards.extras.get("weighted", {}).items():
+            pairs[f"reward/{name}_weighted"] = nanmean_with_count(member_scores)
         if rollout.semantic is not None:
-            self.log("cot/semantic_len", rollout.semantic.completion_mask.sum(1).float().mean(), **log_kw)
+            pairs["cot/semantic_len"] = (rollout.semantic.completion_mask.sum(1).float().mean(), rows)
+        means, weights = weighted_means(pairs, self._all_reduce_sum, device=device)
+        means["adv/std"] = pooled_std(means.pop("adv/mean"), means.pop("adv/square_mean"), weights["adv/mean"])
+        log_kw = {"on_step": True, "on_epoch": False, "batch_size": batch_size}
+        for key, value in means.items():
+            self.log(key, value, prog_bar=key == "reward/total", **log_kw)
         if fresh:
             for phase, seconds in rollout.timings.items():
-                self.log(f"timing/{phase}", seconds, **log_kw)
+                self.log(f"timing/{phase}", seconds, sync_dist=True, reduce_fx="max", **log_kw)
+
+    def _all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks (the identity on one process or outside a Trainer)."""
+        if self._trainer is None:
+            return tensor
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum")

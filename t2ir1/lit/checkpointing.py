@@ -1,0 +1,336 @@
+"""Checkpoints a crash cannot corrupt, a checkpoint on preemption, and exact resume.
+
+What a resumed run needs to continue exactly where it stopped (CPU, fixed seeds: the same
+losses as a run never interrupted):
+
+* weights, optimiser and scheduler state, step counters: Lightning saves these;
+* the module's micro-step, which seeds every prompt's sampling: ``BiCoTGRPOModule``
+  saves it in ``on_save_checkpoint``;
+* the data position: :class:`ResumableDataLoader` is stateful, so Lightning stores the
+  shuffle state at the start of the epoch and how many batches were served, and the
+  resumed loader replays the same order and skips what was already trained on;
+* the global RNG states (torch, CUDA, numpy, random): :class:`ResumeState` saves and
+  restores them.
+
+Writes are atomic (:class:`AtomicCheckpointIO`): a checkpoint goes to a temporary file in
+the same directory, is flushed to disk, then renamed over the target, so ``last.ckpt`` is
+always either the previous complete checkpoint or the new complete one.
+
+Preemption: Lightning's signal connector turns SIGTERM into a flag that the training loop
+checks after every batch, raising ``SIGTERMException`` (under SLURM with auto-requeue it
+also bypasses the default SIGTERM action and requeues the job on the requeue signal,
+``SIGUSR1``, after saving an ``hpc_ckpt_*.ckpt``). :class:`PreemptionCheckpoint` saves
+``last.ckpt`` when that exception arrives, so the batch in flight finishes, is saved, and
+the process exits; resume with ``ckpt_path=<dir>/last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.utils.data import DataLoader
+
+log = logging.getLogger(__name__)
+
+# Key of the RNG states inside a Lightning checkpoint dict.
+RNG_KEY = "t2ir1_rng_states"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file beside the target, fsync, then ``os.replace``.
+
+    Remote paths (``s3://`` ...) fall back to Lightning's own write, which is as atomic as
+    the object store's single PUT.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(
+                "AtomicCheckpointIO.save_checkpoint does not take storage_options; "
+                "use a strategy-specific CheckpointIO for remote options"
+            )
+        fs = get_filesystem(path)
+        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+        if "file" not in protocols and "local" not in protocols:
+            super().save_checkpoint(checkpoint, path)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                torch.save(checkpoint, stream)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(tmp_name, target)  # atomic on POSIX within one filesystem
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        _fsync_directory(target.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- RNG states
+def collect_rng_states() -> dict[str, Any]:
+    """Global RNG states as plain tensors and ints (loadable with ``weights_only=True``)."""
+    version, mt_state, gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": version, "state": list(mt_state), "gauss": gauss},
+        "numpy": {
+            "kind": np_kind,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Inverse of :func:`collect_rng_states`."""
+    torch.set_rng_state(states["torch"])
+    python = states["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    numpy_state = states["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["gauss"],
+        )
+    )
+    if "cuda" in states and torch.cuda.is_available():
+        cuda_states = states["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+        else:
+            log.warning(
+                "checkpoint has CUDA RNG states for %d devices, this machine has %d; CUDA RNG not restored",
+                len(cuda_states),
+                torch.cuda.device_count(),
+            )
+
+
+class ResumeState(L.Callback):
+    """Saves the global RNG states in every checkpoint and restores them on resume.
+
+    Only the saving rank's states are stored; under DDP every rank resumes with rank 0's
+    global RNG state (rollout sampling does not use it: it draws from per-prompt generators).
+    """
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RNG_KEY] = collect_rng_states()
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get(RNG_KEY)
+        if states is None:
+            log.warning("checkpoint has no RNG states (saved without t2ir1's ResumeState); RNG not restored")
+            return
+        restore_rng_states(states)
+
+
+# ----------------------------------------------------------------------------- preemption
+class PreemptionCheckpoint(L.Callback):
+    """Save a checkpoint when the run is preempted (SIGTERM), then let the process exit.
+
+    Args:
+        dirpath: where to write; ``None`` = the ``ModelCheckpoint`` directory, else
+            ``{default_root_dir}/checkpoints``.
+        filename: file name of the checkpoint (``last.ckpt`` so that it is the one to resume from).
+        on_keyboard_interrupt: also save on Ctrl-C.
+    """
+
+    def __init__(self, dirpath: str | None = None, filename: str = "last.ckpt", on_keyboard_interrupt: bool = True):
+        self.dirpath = dirpath
+        self.filename = filename
+        self.on_keyboard_interrupt = on_keyboard_interrupt
+        self.saved_path: Path | None = None
+
+    def checkpoint_path(self, trainer: L.Trainer) -> Path:
+        if self.dirpath is not None:
+            return Path(self.dirpath) / self.filename
+        callback = trainer.checkpoint_callback
+        directory = getattr(callback, "dirpath", None) or os.path.join(trainer.default_root_dir, "checkpoints")
+        return Path(directory) / self.filename
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        preempted = isinstance(exception, SIGTERMException)
+        interrupted = self.on_keyboard_interrupt and isinstance(exception, KeyboardInterrupt)
+        if not (preempted or interrupted) or not trainer.training:
+            return
+        path = self.checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        self.saved_path = path
+        log.warning(
+            "%s at step %d: saved %s; resume with ckpt_path=%s",
+            "SIGTERM" if preempted else "interrupted",
+            trainer.global_step,
+            path,
+            path,
+        )
+
+
+# ----------------------------------------------------------------------------- data position
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` that Lightning saves and restores mid-epoch.
+
+    ``state_dict()`` holds the shuffle generator's state at the start of the current epoch
+    and the number of batches served since; ``load_state_dict`` makes the next epoch
+    iterator replay that order and skip the served batches, so a resumed run trains on
+    exactly the batches an uninterrupted run would have. Lightning stores the state of any
+    stateful loader in ``loops.fit_loop.state_dict.combined_loader``.
+
+    Skipped batches are fetched and dropped (cheap for prompt records). Under DDP the
+    ``DistributedSampler`` fixes the order from its seed and epoch; the skip still applies.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epoch_start_state: torch.Tensor | None = None
+        self._served = 0
+        self._to_skip = 0
+
+    @classmethod
+    def like(cls, loader: DataLoader) -> ResumableDataLoader:
+        """A resumable copy of a map-style ``loader`` (same dataset, sampler, collate, workers)."""
+        if isinstance(loader, cls):
+            return loader
+        return cls(
+            loader.dataset,
+            batch_sampler=loader.batch_sampler,
+            num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory,
+            timeout=loader.timeout,
+            worker_init_fn=loader.worker_init_fn,
+            multiprocessing_context=loader.multiprocessing_context,
+            generator=loader.generator,
+            prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
+            persistent_workers=loader.persistent_workers,
+        )
+
+    def _shuffle_generator(self) -> torch.Generator | None:
+        sampler = getattr(self.batch_sampler, "sampler", self.sampler)
+        return getattr(sampler, "generator", None) or self.generator
+
+    def __iter__(self) -> Iterator:
+        generator = self._shuffle_generator()
+        self._epoch_start_state = generator.get_state().clone() if generator is not None else None
+        skip, self._to_skip = self._to_skip, 0
+        self._served = 0
+        return self._serve(super().__iter__(), skip)
+
+    def _serve(self, iterator: Iterator, skip: int) -> Iterator:
+        for index, batch in enumerate(iterator):
+            self._served = index + 1
+            if index >= skip:
+                yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        generator = self._shuffle_generator()
+        try:
+            epoch_done = self._served >= len(self)
+        except TypeError:  # unsized dataset
+            epoch_done = False
+        if epoch_done or self._epoch_start_state is None:
+            # the next epoch starts from the generator as it is now
+            state = generator.get_state().clone() if generator is not None else None
+            return {"generator_state": state, "served": 0}
+        return {"generator_state": self._epoch_start_state, "served": self._served}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        generator = self._shuffle_generator()
+        state = state_dict.get("generator_state")
+        if generator is not None and state is not None:
+            generator.set_state(state)
+        self._to_skip = int(state_dict.get("served", 0))
+        log.info("data loader resumes %d batches into its epoch", self._to_skip)
+
+
+class ResumableData(L.LightningDataModule):
+    """Wrap a datamodule so that its training loader is a :class:`ResumableDataLoader`.
+
+    Every other hook and attribute is the wrapped datamodule's.
+    """
+
+    def __init__(self, datamodule: L.LightningDataModule):
+        super().__init__()
+        self.inner = datamodule
+
+    def prepare_data(self) -> None:
+        self.inner.prepare_data()
+
+    def setup(self, stage: str) -> None:
+        self.inner.setup(stage)
+
+    def teardown(self, stage: str) -> None:
+        self.inner.teardown(stage)
+
+    def train_dataloader(self):
+        loader = self.inner.train_dataloader()
+        return ResumableDataLoader.like(loader) if isinstance(loader, DataLoader) else loader
+
+    def val_dataloader(self):
+        return self.inner.val_dataloader()
+
+    def test_dataloader(self):
+        return self.inner.test_dataloader()
+
+    def predict_dataloader(self):
+        return self.inner.predict_dataloader()
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return self.inner.transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx):
+        return self.inner.on_before_batch_transfer(batch, dataloader_idx)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        return self.inner.on_after_batch_transfer(batch, dataloader_idx)
+
+    def on_exception(self, exception: BaseException) -> None:
+        self.inner.on_exception(exception)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state_dict)
+
+    def __getattr__(self, name: str):
+        # reached only for attributes the wrapper lacks (e.g. train_set, batch_size)
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
