@@ -1,0 +1,290 @@
+"""``run(cfg)``: generate a benchmark's missing images, score them (cached), write and log the table.
+
+Resumable at two levels:
+
+* **images** -- an image file that exists is never generated again; generation is seeded
+  per prompt text (:func:`t2ir1.generate.generation_seed`), so a resumed run produces the
+  same images a single run would have;
+* **scores** -- ``scores.jsonl`` caches each image's row under (relative path, SHA-256 of
+  the file, fingerprint of the scoring config); only new or changed images are scored.
+
+Outputs in ``out_dir``: ``images/`` (benchmark naming), ``generations.jsonl`` (prompt, CoT,
+path of every generated image), ``scores.jsonl``, ``results.json``, ``results.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from tqdm.auto import tqdm
+
+from t2ir1.evaluate.base import Benchmark, EvalItem, ImageEntry
+from t2ir1.evaluate.report import compare_table, results_table
+
+log = logging.getLogger(__name__)
+
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+SCORES_JSONL = "scores.jsonl"
+GENERATIONS_JSONL = "generations.jsonl"
+IMAGES_DIR = "images"
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fingerprint(config: Any) -> str:
+    """Short hash of a JSON-able config (the scoring settings a cached row depends on)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_tag(cfg: DictConfig) -> str:
+    """A short name for the model in folder names: the Hydra choice, else the checkpoint's folder name."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(HydraConfig.get().runtime.choices["model"])
+    except (ValueError, KeyError, AttributeError):
+        pass
+    name = cfg.model.get("name_or_path") if cfg.get("model") else None
+    return Path(str(name)).name if name else "model"
+
+
+def output_dir(cfg: DictConfig, benchmark_name: str) -> Path:
+    if cfg.get("out_dir"):
+        return Path(cfg.out_dir).expanduser()
+    run_name = cfg.get("run_name") or f"{model_tag(cfg)}-{'cot' if cfg.use_cot else 'nocot'}"
+    return Path(cfg.out_root).expanduser() / benchmark_name / run_name
+
+
+def build_benchmark(node: DictConfig) -> tuple[Benchmark, dict[str, Any], dict[str, Any]]:
+    """Instantiate the benchmark; returns it, its generation overrides and its scoring config (for the cache key)."""
+    from hydra.utils import instantiate
+
+    container = OmegaConf.to_container(node, resolve=True)
+    overrides = container.pop("generation", None) or {}
+    benchmark = instantiate(container, _convert_="all")
+    return benchmark, overrides, container
+
+
+# ----------------------------------------------------------------------------- generation
+def missing_images(benchmark: Benchmark, root: Path, items: Sequence[EvalItem]) -> list[EvalItem]:
+    """Items with at least one image not on disk yet."""
+    return [
+        item
+        for item in items
+        if not all(benchmark.image_path(root, item, j).is_file() for j in range(benchmark.n_per_prompt))
+    ]
+
+
+def generate_missing(cfg: DictConfig, benchmark: Benchmark, items: Sequence[EvalItem], out_dir: Path, overrides: dict) -> int:
+    """Generate and write the images of ``items`` that do not exist yet; returns how many were written."""
+    from hydra.utils import instantiate
+
+    from t2ir1.generate import generate_samples
+
+    root = out_dir / IMAGES_DIR
+    todo = missing_images(benchmark, root, items)
+    for item in items:
+        benchmark.prepare_item(root, item)
+    if not todo:
+        log.info("all %d prompts already have their %d image(s): nothing to generate", len(items), benchmark.n_per_prompt)
+        return 0
+    settings = {**OmegaConf.to_container(cfg.generation, resolve=True), **overrides}
+    log.info(
+        "generating %d prompt(s) x %d image(s) %s semantic CoT (%d prompt(s) already done)",
+        len(todo), benchmark.n_per_prompt, "WITH" if cfg.use_cot else "WITHOUT", len(items) - len(todo),
+    )
+    factory = instantiate(cfg.model)
+    # model configs are partials (the training module builds them in configure_model)
+    policy = factory() if isinstance(factory, functools.partial) else factory
+    policy = policy.to(resolve_device(cfg.device))
+    written = 0
+    progress = tqdm(total=len(todo) * benchmark.n_per_prompt, desc=f"{benchmark.name}: generate", unit="img")
+    log_path = out_dir / GENERATIONS_JSONL
+
+    def write(batch) -> None:
+        nonlocal written
+        with log_path.open("a", encoding="utf-8") as handle:
+            for sample in batch:
+                item = todo[sample.prompt_index]
+                path = benchmark.image_path(root, item, sample.sample_index)
+                if not path.is_file():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    staging = path.with_name(path.name + ".tmp")
+                    sample.image.save(staging, format="PNG")
+                    staging.replace(path)  # never leave half an image behind a crash
+                    written += 1
+                    row = {"key": item.key, "sample": sample.sample_index, "prompt": item.prompt, "cot": sample.cot}
+                    handle.write(json.dumps({**row, "path": str(path.relative_to(out_dir))}) + "\n")
+        progress.update(len(batch))
+
+    try:
+        generate_samples(
+            policy,
+            [item.prompt for item in todo],
+            n_per_prompt=benchmark.n_per_prompt,
+            use_cot=bool(cfg.use_cot),
+            cfg_weight=settings["cfg_weight"],
+            text_temperature=settings["text_temperature"],
+            image_temperature=settings["image_temperature"],
+            max_new_tokens=settings["max_new_tokens"],
+            reasoning_template=settings["reasoning_prompt"],
+            batch_size=settings["batch_size"],
+            seed=int(cfg.seed),
+            decode_micro_batch_size=settings["decode_micro_batch_size"],
+            on_batch=write,
+        )
+    finally:
+        progress.close()
+    return written
+
+
+# ----------------------------------------------------------------------------- scoring
+def load_cache(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    cache: dict[tuple[str, str, str], dict[str, Any]] = {}
+    if not path.is_file():
+        return cache
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            cache[(entry["path"], entry["sha256"], entry["fingerprint"])] = entry["row"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            log.warning("%s:%d: unreadable cache line, its image will be scored again", path, number)
+    return cache
+
+
+def score_images(
+    benchmark: Benchmark,
+    items: Sequence[EvalItem],
+    out_dir: Path,
+    score_fingerprint: str,
+    batch_size: int,
+    device: str,
+    rescore: bool = False,
+) -> list[dict[str, Any]]:
+    """One row per existing image, in (item, sample) order; new or changed images are scored and cached."""
+    root = out_dir / IMAGES_DIR
+    cache_path = out_dir / SCORES_JSONL
+    cache = {} if rescore else load_cache(cache_path)
+    planned: list[tuple[EvalItem, int, Path, str, str]] = []
+    absent = 0
+    for item in items:
+        for sample in range(benchmark.n_per_prompt):
+            path = benchmark.image_path(root, item, sample)
+            if not path.is_file():
+                absent += 1
+                continue
+            planned.append((item, sample, path, str(path.relative_to(out_dir)), file_sha256(path)))
+    if absent:
+        log.warning("%d image(s) are missing and are left out of the scores (run with generate=true)", absent)
+    rows: dict[int, dict[str, Any]] = {}
+    todo = []
+    for position, (item, sample, path, rel, digest) in enumerate(planned):
+        cached = cache.get((rel, digest, score_fingerprint))
+        if cached is not None:
+            rows[position] = cached
+        else:
+            todo.append(position)
+    if todo:
+        benchmark.setup(device)
+        log.info("scoring %d image(s) (%d cached)", len(todo), len(planned) - len(todo))
+        mode = "w" if rescore else "a"
+        with cache_path.open(mode, encoding="utf-8") as handle, tqdm(total=len(todo), desc=f"{benchmark.name}: score", unit="img") as bar:
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                entries = []
+                for position in chunk:
+                    item, sample, path, _, _ = planned[position]
+                    with Image.open(path) as opened:
+                        entries.append(ImageEntry(item, sample, path, opened.convert("RGB")))
+                scored = benchmark.score(entries)
+                for position, row in zip(chunk, scored, strict=True):
+                    item, sample, _, rel, digest = planned[position]
+                    row = {"key": item.key, "sample": sample, "prompt": item.prompt, **row}
+                    rows[position] = row
+                    entry = {"path": rel, "sha256": digest, "fingerprint": score_fingerprint, "row": row}
+                    handle.write(json.dumps(entry, allow_nan=True) + "\n")
+                bar.update(len(chunk))
+    return [rows[p] for p in range(len(planned))]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------- entry point
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate as configured (or, with ``compare``, tabulate finished runs); returns the summary."""
+    if cfg.get("compare"):
+        table = compare_table([Path(p).expanduser() for p in cfg.compare])
+        log.info("comparison of %d run(s):\n%s", len(cfg.compare), table)
+        if cfg.get("compare_out"):
+            Path(cfg.compare_out).expanduser().write_text(table + "\n", encoding="utf-8")
+        return {"table": table}
+
+    benchmark, overrides, scoring_config = build_benchmark(cfg.benchmark)
+    items = benchmark.load_items()
+    if cfg.get("limit"):
+        items = items[: int(cfg.limit)]
+    out_dir = output_dir(cfg, benchmark.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log.info("%s: %d prompt(s), %d image(s) each -> %s", benchmark.name, len(items), benchmark.n_per_prompt, out_dir)
+
+    if cfg.generate:
+        generate_missing(cfg, benchmark, items, out_dir, overrides)
+    else:
+        for item in items:
+            benchmark.prepare_item(out_dir / IMAGES_DIR, item)
+    rows = score_images(
+        benchmark,
+        items,
+        out_dir,
+        fingerprint(scoring_config),
+        batch_size=int(cfg.score.batch_size),
+        device=resolve_device(cfg.device),
+        rescore=bool(cfg.score.rescore),
+    )
+    summary = benchmark.summarize(rows)
+    summary.update(
+        {
+            "benchmark": benchmark.name,
+            "run": out_dir.name,
+            "model": model_tag(cfg),
+            "use_cot": bool(cfg.use_cot),
+            "seed": int(cfg.seed),
+            "n_prompts": len(items),
+            "n_images": len(rows),
+        }
+    )
+    (out_dir / RESULTS_JSON).write_text(json.dumps(_json_safe(summary), indent=2) + "\n", encoding="utf-8")
+    table = results_table(summary)
+    (out_dir / RESULTS_MD).write_text(table + "\n", encoding="utf-8")
+    log.info("%s results (%s semantic CoT):\n%s", benchmark.name, "with" if cfg.use_cot else "without", table)
+    return summary

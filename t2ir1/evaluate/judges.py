@@ -1,0 +1,239 @@
+"""Frozen judge models shared by the harnesses: CLIP, BLIP-VQA, and an open-vocabulary detector.
+
+All load in ``setup(device)`` from a hub id or a local folder through transformers'
+``from_pretrained`` (never at import), run under ``inference_mode``, and return CPU tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+
+from t2ir1.rewards._common import check_local_path, freeze, micro_batches, not_setup_error, resolve_dtype
+from t2ir1.rewards.compositional import Detection
+
+log = logging.getLogger(__name__)
+
+
+class ClipJudge:
+    """CLIP image/text embeddings: CLIPScore (cosine) and zero-shot classification.
+
+    Args:
+        model_path: hub id or folder of a ``CLIPModel`` + processor (T2I-CompBench: ViT-B/32,
+            GenEval's colour classifier: ViT-L/14, both OpenAI weights).
+        dtype, micro_batch_size, local_files_only: loading knobs.
+    """
+
+    def __init__(self, model_path: str, dtype: str = "auto", micro_batch_size: int = 32, local_files_only: bool = False):
+        self.model_path = model_path
+        self.dtype_name = dtype
+        self.micro_batch_size = micro_batch_size
+        self.local_files_only = local_files_only
+        self.model = None
+
+    def setup(self, device: str = "cpu") -> None:
+        from transformers import AutoProcessor, CLIPModel
+
+        if self.model is not None:
+            return
+        check_local_path("clip", self.model_path, "model_path")
+        self.device = torch.device(device)
+        self.dtype = resolve_dtype(self.dtype_name, self.device)
+        self.processor = AutoProcessor.from_pretrained(self.model_path, local_files_only=self.local_files_only)
+        model = CLIPModel.from_pretrained(self.model_path, dtype=self.dtype, local_files_only=self.local_files_only)
+        self.model = freeze(model).to(self.device)
+        log.info("clip: loaded %s on %s", self.model_path, self.device)
+
+    @torch.inference_mode()
+    def image_features(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """L2-normalised image embeddings ``[N, D]`` float32 on CPU."""
+        if self.model is None:
+            raise not_setup_error("clip")
+        pieces = []
+        for chunk in micro_batches(len(images), self.micro_batch_size):
+            pixels = self.processor.image_processor([im.convert("RGB") for im in images[chunk]], return_tensors="pt")
+            features = self.model.get_image_features(pixel_values=pixels["pixel_values"].to(self.device, self.dtype))
+            features = getattr(features, "pooler_output", features)  # [n, D]
+            pieces.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu())
+        return torch.cat(pieces) if pieces else torch.zeros(0, 0)
+
+    @torch.inference_mode()
+    def text_features(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised text embeddings ``[M, D]`` float32 on CPU (truncated to the model's context)."""
+        if self.model is None:
+            raise not_setup_error("clip")
+        max_length = self.model.config.text_config.max_position_embeddings
+        pieces = []
+        for chunk in micro_batches(len(texts), self.micro_batch_size):
+            tokens = self.processor.tokenizer(
+                list(texts[chunk]), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
+            features = self.model.get_text_features(
+                input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)
+            )
+            features = getattr(features, "pooler_output", features)  # [m, D]
+            pieces.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu())
+        return torch.cat(pieces)
+
+    def cosine(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+        """CLIPScore as T2I-CompBench computes it: cosine of image i and text i, ``[N]`` (no 100x, no clipping)."""
+        return (self.image_features(images) * self.text_features(texts)).sum(dim=-1)
+
+    def zero_shot_classifier(self, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+        """``[D, C]``: per class, the renormalised mean of its normalised template embeddings."""
+        columns = []
+        for classname in classnames:
+            embeddings = self.text_features([t.format(c=classname) for t in templates])  # [T, D]
+            columns.append(torch.nn.functional.normalize(embeddings.mean(dim=0), dim=-1))
+        return torch.stack(columns, dim=1)
+
+    def classify(self, images: Sequence[Image.Image], classifier: torch.Tensor) -> list[int]:
+        """Index of the best class (argmax of image @ classifier) per image."""
+        if not images:
+            return []
+        return (self.image_features(images) @ classifier).argmax(dim=-1).tolist()
+
+
+class BlipVqaJudge:
+    """BLIP VQA yes-probability: ``P(yes) / (P(yes) + P(no))`` of the first answer token.
+
+    The question ``"{phrase}?"`` is encoded against the image by BLIP's text encoder; the
+    answer decoder reads it from its start token and the logits of "yes" and "no" at the
+    first position are compared (BLIP's ranking mode with the two candidates, which are one
+    token each).
+
+    Args:
+        model_path: hub id or folder of a ``BlipForQuestionAnswering`` + processor
+            (T2I-CompBench: BLIP VQA, ``Salesforce/blip-vqa-base``).
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        yes_token: str = "yes",
+        no_token: str = "no",
+        dtype: str = "auto",
+        micro_batch_size: int = 32,
+        local_files_only: bool = False,
+    ):
+        self.model_path = model_path
+        self.yes_token, self.no_token = yes_token, no_token
+        self.dtype_name = dtype
+        self.micro_batch_size = micro_batch_size
+        self.local_files_only = local_files_only
+        self.model = None
+
+    def setup(self, device: str = "cpu") -> None:
+        from transformers import AutoProcessor, BlipForQuestionAnswering
+
+        if self.model is not None:
+            return
+        check_local_path("blip", self.model_path, "model_path")
+        self.device = torch.device(device)
+        self.dtype = resolve_dtype(self.dtype_name, self.device)
+        self.processor = AutoProcessor.from_pretrained(self.model_path, local_files_only=self.local_files_only)
+        model = BlipForQuestionAnswering.from_pretrained(self.model_path, dtype=self.dtype, local_files_only=self.local_files_only)
+        self.model = freeze(model).to(self.device)
+        tokenizer = self.processor.tokenizer
+        self.answer_ids = []
+        for token in (self.yes_token, self.no_token):
+            ids = tokenizer(token, add_special_tokens=False).input_ids
+            if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+                raise ValueError(f"blip: answer {token!r} is not one known token of {self.model_path}'s tokenizer (ids {ids})")
+            self.answer_ids.append(ids[0])
+        log.info("blip: loaded %s on %s", self.model_path, self.device)
+
+    @torch.inference_mode()
+    def yes_probability(self, images: Sequence[Image.Image], questions: Sequence[str]) -> torch.Tensor:
+        """``[P]`` float32: P(yes) / (P(yes) + P(no)) for (images[p], questions[p])."""
+        if self.model is None:
+            raise not_setup_error("blip")
+        model = self.model
+        out = []
+        for chunk in micro_batches(len(questions), self.micro_batch_size):
+            pixels = self.processor.image_processor([im.convert("RGB") for im in images[chunk]], return_tensors="pt")
+            tokens = self.processor.tokenizer(list(questions[chunk]), padding=True, return_tensors="pt")
+            image_embeds = model.vision_model(pixel_values=pixels["pixel_values"].to(self.device, self.dtype))[0]  # [n, N, D]
+            image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
+            question_mask = tokens["attention_mask"].to(self.device)  # [n, T]
+            question_embeds = model.text_encoder(
+                input_ids=tokens["input_ids"].to(self.device),
+                attention_mask=question_mask,
+                encoder_hidden_states=image_embeds,
+                encoder_attention_mask=image_mask,
+            )[0]  # [n, T, D]
+            start = torch.full((question_embeds.shape[0], 1), model.decoder_start_token_id, device=self.device)
+            logits = model.text_decoder(
+                input_ids=start, encoder_hidden_states=question_embeds, encoder_attention_mask=question_mask
+            ).logits[:, -1]  # [n, V]
+            out.append(torch.softmax(logits[:, self.answer_ids].float(), dim=-1)[:, 0].cpu())  # [n]
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+class GroundingDetector:
+    """Open-vocabulary detection of named classes with the project's GroundingDINO member.
+
+    Wraps :meth:`t2ir1.rewards.gdino.GroundingDinoReward.detect` (caption ``"a . b."``,
+    phrase logit per class, pixel boxes), grouping images by size and micro-batching.
+
+    Args:
+        model_path: hub id or folder of a ``GroundingDinoForObjectDetection`` + processor.
+        box_threshold: keep a (box, class) pair whose phrase logit exceeds this.
+    """
+
+    def __init__(
+        self,
+        model_path: str = "IDEA-Research/grounding-dino-tiny",
+        box_threshold: float = 0.3,
+        dtype: str = "auto",
+        micro_batch_size: int = 8,
+        local_files_only: bool = False,
+    ):
+        from t2ir1.rewards.gdino import GroundingDinoReward
+
+        self.member = GroundingDinoReward(
+            model_path=model_path,
+            box_threshold=box_threshold,
+            dtype=dtype,
+            micro_batch_size=micro_batch_size,
+            local_files_only=local_files_only,
+            name="detector",
+        )
+        self.micro_batch_size = micro_batch_size
+        self.ready = False
+
+    def setup(self, device: str = "cpu") -> None:
+        if not self.ready:
+            self.member.setup(device)
+            self.ready = True
+
+    def detect(self, classes_per_image: Sequence[Sequence[str]], images: Sequence[Image.Image]) -> list[list[Detection]]:
+        """Per image, the detections of its classes (label = class name), by decreasing score."""
+        if not self.ready:
+            raise not_setup_error("detector")
+        results: list[list[Detection]] = [[] for _ in images]
+        asked = [i for i, classes in enumerate(classes_per_image) if classes]
+        by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i in asked:
+            by_size[images[i].size].append(i)
+        for rows in by_size.values():
+            for chunk in micro_batches(len(rows), self.micro_batch_size):
+                part = rows[chunk]
+                found = self.member.detect([list(classes_per_image[i]) for i in part], [images[i] for i in part])
+                for i, detections in zip(part, found, strict=True):
+                    results[i] = sorted(detections, key=lambda d: -d.score)
+        return results
+
+
+def crop_box(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
+    """The pixels inside ``(x_min, y_min, x_max, y_max)``, clamped to the image, at least 1x1."""
+    width, height = image.size
+    x0 = min(max(int(round(box[0])), 0), width - 1)
+    y0 = min(max(int(round(box[1])), 0), height - 1)
+    x1 = min(max(int(round(box[2])), x0 + 1), width)
+    y1 = min(max(int(round(box[3])), y0 + 1), height)
+    return image.crop((x0, y0, x1, y1))
