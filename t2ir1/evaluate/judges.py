@@ -149,29 +149,40 @@ class BlipVqaJudge:
 
     @torch.inference_mode()
     def yes_probability(self, images: Sequence[Image.Image], questions: Sequence[str]) -> torch.Tensor:
-        """``[P]`` float32: P(yes) / (P(yes) + P(no)) for (images[p], questions[p])."""
+        """``[P]`` float32: P(yes) / (P(yes) + P(no)) for (images[p], questions[p]).
+
+        Questions are batched only with questions of the same token length: BLIP's padded
+        rows do not score exactly like unpadded ones, and a score must not depend on which
+        other questions share its batch.
+        """
         if self.model is None:
             raise not_setup_error("blip")
+        token_ids = self.processor.tokenizer(list(questions)).input_ids
+        by_length: dict[int, list[int]] = defaultdict(list)
+        for index, ids in enumerate(token_ids):
+            by_length[len(ids)].append(index)
+        result = torch.zeros(len(questions))
+        for rows in by_length.values():
+            for chunk in micro_batches(len(rows), self.micro_batch_size):
+                part = rows[chunk]
+                result[part] = self._yes_probability([images[i] for i in part], [token_ids[i] for i in part])
+        return result
+
+    def _yes_probability(self, images: Sequence[Image.Image], token_ids: Sequence[list[int]]) -> torch.Tensor:
         model = self.model
-        out = []
-        for chunk in micro_batches(len(questions), self.micro_batch_size):
-            pixels = self.processor.image_processor([im.convert("RGB") for im in images[chunk]], return_tensors="pt")
-            tokens = self.processor.tokenizer(list(questions[chunk]), padding=True, return_tensors="pt")
-            image_embeds = model.vision_model(pixel_values=pixels["pixel_values"].to(self.device, self.dtype))[0]  # [n, N, D]
-            image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
-            question_mask = tokens["attention_mask"].to(self.device)  # [n, T]
-            question_embeds = model.text_encoder(
-                input_ids=tokens["input_ids"].to(self.device),
-                attention_mask=question_mask,
-                encoder_hidden_states=image_embeds,
-                encoder_attention_mask=image_mask,
-            )[0]  # [n, T, D]
-            start = torch.full((question_embeds.shape[0], 1), model.decoder_start_token_id, device=self.device)
-            logits = model.text_decoder(
-                input_ids=start, encoder_hidden_states=question_embeds, encoder_attention_mask=question_mask
-            ).logits[:, -1]  # [n, V]
-            out.append(torch.softmax(logits[:, self.answer_ids].float(), dim=-1)[:, 0].cpu())  # [n]
-        return torch.cat(out) if out else torch.zeros(0)
+        pixels = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")
+        input_ids = torch.tensor(token_ids, device=self.device)  # [n, T], equal lengths
+        image_embeds = model.vision_model(pixel_values=pixels["pixel_values"].to(self.device, self.dtype))[0]  # [n, N, D]
+        image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
+        question_embeds = model.text_encoder(
+            input_ids=input_ids, encoder_hidden_states=image_embeds, encoder_attention_mask=image_mask
+        )[0]  # [n, T, D]
+        question_mask = torch.ones(question_embeds.shape[:-1], dtype=torch.long, device=self.device)
+        start = torch.full((question_embeds.shape[0], 1), model.decoder_start_token_id, device=self.device)
+        logits = model.text_decoder(
+            input_ids=start, encoder_hidden_states=question_embeds, encoder_attention_mask=question_mask
+        ).logits[:, -1]  # [n, V]
+        return torch.softmax(logits[:, self.answer_ids].float(), dim=-1)[:, 0].cpu()  # [n]
 
 
 class GroundingDetector:
