@@ -40,6 +40,7 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader
 
 log = logging.getLogger(__name__)
@@ -279,6 +280,9 @@ class ResumableDataLoader(DataLoader):
         log.info("data loader resumes %d batches into its epoch", self._to_skip)
 
 
+_BATCH_HOOKS = ("transfer_batch_to_device", "on_before_batch_transfer", "on_after_batch_transfer")
+
+
 class ResumableData(L.LightningDataModule):
     """Wrap a datamodule so that its training loader is a :class:`ResumableDataLoader`.
 
@@ -288,6 +292,10 @@ class ResumableData(L.LightningDataModule):
     def __init__(self, datamodule: L.LightningDataModule):
         super().__init__()
         self.inner = datamodule
+        # batch hooks: Lightning calls a datamodule's only where it overrides them, so forward only those
+        for hook in _BATCH_HOOKS:
+            if is_overridden(hook, datamodule, L.LightningDataModule):
+                setattr(self, hook, getattr(datamodule, hook))
 
     def prepare_data(self) -> None:
         self.inner.prepare_data()
@@ -310,15 +318,6 @@ class ResumableData(L.LightningDataModule):
 
     def predict_dataloader(self):
         return self.inner.predict_dataloader()
-
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return self.inner.transfer_batch_to_device(batch, device, dataloader_idx)
-
-    def on_before_batch_transfer(self, batch, dataloader_idx):
-        return self.inner.on_before_batch_transfer(batch, dataloader_idx)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx):
-        return self.inner.on_after_batch_transfer(batch, dataloader_idx)
 
     def on_exception(self, exception: BaseException) -> None:
         self.inner.on_exception(exception)

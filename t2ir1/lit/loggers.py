@@ -13,10 +13,12 @@ wandb is imported only when a W&B logger is built, so ``logger=csv`` runs withou
 
 from __future__ import annotations
 
+import json
 import logging
 import netrc
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -136,3 +138,122 @@ def finish_wandb(loggers: Iterable, exit_code: int = 0) -> None:
         except Exception as err:  # a failure to close must not hide the run's own error
             log.warning("could not finish the W&B run: %s", err)
         logger._experiment = None
+
+
+# ----------------------------------------------------------------------------- reading offline runs
+# A ``.wandb`` file: a 7-byte header (":W&B", magic 0xBEE1 little-endian, version 0), then
+# LevelDB-log framed protobuf ``Record``s: 32 KiB blocks, each chunk with a 7-byte header
+# (crc32c u32, length u16, type u8: 1 full, 2 first, 3 middle, 4 last); a block tail shorter
+# than a chunk header is zero padding.
+_WANDB_HEADER = b":W&B" + (0xBEE1).to_bytes(2, "little") + b"\x00"
+_BLOCK_SIZE = 32 * 1024
+_CHUNK_HEADER = 7
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+class WandbFileError(ValueError):
+    """A file that is not a readable W&B run log."""
+
+
+def iter_wandb_records(path: str | os.PathLike):
+    """Yield the protobuf ``Record`` messages of a ``run-*.wandb`` file, in order."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    if not data.startswith(_WANDB_HEADER):
+        raise WandbFileError(f"{path} does not start with the W&B header; is it a run-*.wandb file?")
+    offset, pending = len(_WANDB_HEADER), b""
+    while offset + _CHUNK_HEADER <= len(data):
+        left_in_block = _BLOCK_SIZE - offset % _BLOCK_SIZE
+        if left_in_block < _CHUNK_HEADER:
+            offset += left_in_block
+            continue
+        length = int.from_bytes(data[offset + 4 : offset + 6], "little")
+        kind = data[offset + 6]
+        body = data[offset + _CHUNK_HEADER : offset + _CHUNK_HEADER + length]
+        offset += _CHUNK_HEADER + length
+        if kind == 0 and length == 0:  # zero padding at the end of a file still being written
+            break
+        if kind in (_FULL, _FIRST):
+            pending = body
+        elif kind in (_MIDDLE, _LAST):
+            pending += body
+        else:
+            raise WandbFileError(f"{path}: unknown chunk type {kind} at byte {offset}")
+        if kind in (_FULL, _LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+            pending = b""
+
+
+@dataclass
+class OfflineRun:
+    """What a W&B run directory holds: config, metric history and summary, identity."""
+
+    directory: Path
+    run_id: str
+    name: str
+    group: str
+    tags: list[str]
+    config: dict
+    # one dict per logged step, as logged (images and tables are dicts pointing into files/media)
+    history: list[dict]
+    summary: dict
+
+    @property
+    def media_dir(self) -> Path:
+        return self.directory / "files" / "media"
+
+    def metric(self, key: str) -> list[tuple[int, float]]:
+        """``[(trainer/global_step, value)]`` of a scalar metric."""
+        return [
+            (int(row.get("trainer/global_step", row.get("_step", i))), float(row[key]))
+            for i, row in enumerate(self.history)
+            if isinstance(row.get(key), (int, float))
+        ]
+
+
+def _items_to_dict(items) -> dict:
+    out = {}
+    for item in items:
+        key = item.key or "/".join(item.nested_key)
+        try:
+            out[key] = json.loads(item.value_json)
+        except json.JSONDecodeError:
+            out[key] = item.value_json
+    return out
+
+
+def find_wandb_runs(root: str | os.PathLike) -> list[Path]:
+    """Run directories (``offline-run-*`` / ``run-*``) under ``root``, oldest first."""
+    root = Path(root)
+    return sorted({p.parent for p in root.rglob("run-*.wandb")}, key=lambda p: p.name)
+
+
+def load_offline_run(run_dir: str | os.PathLike) -> OfflineRun:
+    """Read a W&B run directory (``.../wandb/offline-run-*``) without network or account."""
+    run_dir = Path(run_dir)
+    files = sorted(run_dir.glob("run-*.wandb"))
+    if not files:
+        raise WandbFileError(f"{run_dir} holds no run-*.wandb file; pass a .../wandb/offline-run-* directory")
+    run_id = name = group = ""
+    tags: list[str] = []
+    config: dict = {}
+    history: list[dict] = []
+    summary: dict = {}
+    for record in iter_wandb_records(files[0]):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run_id, name, group = record.run.run_id, record.run.display_name, record.run.run_group
+            tags = list(record.run.tags)
+            config.update(_items_to_dict(record.run.config.update))
+        elif kind == "config":
+            config.update(_items_to_dict(record.config.update))
+        elif kind == "history":
+            history.append(_items_to_dict(record.history.item))
+        elif kind == "summary":
+            summary.update(_items_to_dict(record.summary.update))
+    # W&B wraps each config value as {"value": v}
+    config = {k: v["value"] if isinstance(v, dict) and set(v) == {"value"} else v for k, v in config.items()}
+    return OfflineRun(run_dir, run_id, name, group, tags, config, history, summary)
