@@ -285,7 +285,9 @@ class BiCoTGRPOModule(L.LightningModule):
 
     # ----------------------------------------------------------- lightning loop
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch  # records are text; tensors are made on the device by the policy
+        # Records hold text and metadata, no tensors (Lightning's default transfer would also
+        # fail on frozen dataclasses); the policy tokenises prompts onto its own device.
+        return batch
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the micro-step seeds every prompt's sampling (prompt_seed): a resumed run needs it

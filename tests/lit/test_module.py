@@ -3,15 +3,12 @@ algorithm, and a unit-level learning test."""
 
 from __future__ import annotations
 
-import copy
-
 import lightning as L
 import pytest
 import torch
 
 from t2ir1.data.records import PromptRecord
 from t2ir1.lit.module import BiCoTGRPOModule, GRPOSettings
-from t2ir1.policy.janus import FROZEN_PARTS
 from t2ir1.rewards.base import RewardOutput
 from t2ir1.rewards.ensemble import RewardEnsemble
 

@@ -38,7 +38,7 @@ def test_semantic_cot_masks_after_the_first_eos(tiny_policy):
     ids, mask = tiny_policy.encode_semantic_prompts(["a cat", "a dog"], "Describe {}.", "S")
     rollout = sample_semantic_cot(tiny_policy, ids, mask, group_size=4, max_new_tokens=12, generators=prompt_generators([3, 4]))
     assert rollout.completion_ids.shape[0] == 8 and rollout.prompt_ids.shape[0] == 8
-    for row_ids, row_mask in zip(rollout.completion_ids, rollout.completion_mask):
+    for row_ids, row_mask in zip(rollout.completion_ids, rollout.completion_mask, strict=False):
         hits = (row_ids == eos).nonzero()
         if len(hits):
             first = hits[0, 0].item()
