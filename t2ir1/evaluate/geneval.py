@@ -68,7 +68,11 @@ def validate_metadata(row: Any, where: str) -> dict[str, Any]:
         raise fail("'include' must be a non-empty list of {class, count, color?, position?}")
     for index, clause in enumerate(include):
         name = f"include[{index}]"
-        if not isinstance(clause, dict) or not isinstance(clause.get("class"), str) or not clause["class"].strip():
+        if (
+            not isinstance(clause, dict)
+            or not isinstance(clause.get("class"), str)
+            or not clause["class"].strip()
+        ):
             raise fail(f"{name} needs a non-empty string 'class'")
         count = clause.get("count")
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
@@ -85,10 +89,17 @@ def validate_metadata(row: Any, where: str) -> dict[str, Any]:
                 and 0 <= position[1] < index
             )
             if not ok:
-                raise fail(f"{name}.position must be [relation, j] with relation in {RELATIONS} and j an earlier clause, got {position!r}")
+                raise fail(
+                    f"{name}.position must be [relation, j] with relation in {RELATIONS} and j an earlier clause, got {position!r}"
+                )
     for index, clause in enumerate(row.get("exclude") or []):
         count = clause.get("count") if isinstance(clause, dict) else None
-        if not isinstance(clause, dict) or not isinstance(clause.get("class"), str) or not isinstance(count, int) or count < 1:
+        if (
+            not isinstance(clause, dict)
+            or not isinstance(clause.get("class"), str)
+            or not isinstance(count, int)
+            or count < 1
+        ):
             raise fail(f"exclude[{index}] must be {{'class': str, 'count': int >= 1}}, got {clause!r}")
     return row
 
@@ -108,7 +119,9 @@ def read_metadata(path: str | Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise BenchmarkFileError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from err
+            raise BenchmarkFileError(
+                f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})"
+            ) from err
         rows.append(validate_metadata(row, f"{path}:{number}"))
     if not rows:
         raise BenchmarkFileError(f"{path}: no metadata rows")
@@ -124,7 +137,8 @@ def relative_position(box_a: Box, box_b: Box, position_threshold: float) -> set[
     size_b = (abs(box_b[2] - box_b[0]), abs(box_b[3] - box_b[1]))
     offset = (center_a[0] - center_b[0], center_a[1] - center_b[1])
     shrunk = [
-        math.copysign(max(abs(offset[k]) - position_threshold * (size_a[k] + size_b[k]), 0.0), offset[k]) for k in range(2)
+        math.copysign(max(abs(offset[k]) - position_threshold * (size_a[k] + size_b[k]), 0.0), offset[k])
+        for k in range(2)
     ]
     if all(abs(v) < 1e-3 for v in shrunk):
         return set()
@@ -183,7 +197,9 @@ def evaluate_metadata(
                             actual = relative_position(obj.box, other.box, position_threshold)
                             if relation not in actual:
                                 ok = False
-                                reasons.append(f"expected {classname} {relation} target, found {sorted(actual) or 'no relation'}")
+                                reasons.append(
+                                    f"expected {classname} {relation} target, found {sorted(actual) or 'no relation'}"
+                                )
                                 break
                         if not ok:
                             break
@@ -206,7 +222,9 @@ def group_detections(
     """
     grouped: dict[str, list[Detection]] = {}
     for label in dict.fromkeys(d.label for d in detections):
-        kept = sorted((d for d in detections if d.label == label and d.score > threshold), key=lambda d: -d.score)
+        kept = sorted(
+            (d for d in detections if d.label == label and d.score > threshold), key=lambda d: -d.score
+        )
         kept = kept[:max_objects]
         if kept and max_overlap < 1:
             boxes = torch.tensor([d.box for d in kept], dtype=torch.float32)  # [n, 4]
@@ -313,7 +331,10 @@ class GenEvalBenchmark(Benchmark):
                     "score": float(correct),
                     "correct": correct,
                     "reason": "; ".join(reasons),
-                    "detections": {k: [[round(x, 2) for x in d.box] + [round(d.score, 4)] for d in v] for k, v in objects.items()},
+                    "detections": {
+                        k: [[round(x, 2) for x in d.box] + [round(d.score, 4)] for d in v]
+                        for k, v in objects.items()
+                    },
                 }
             )
         return rows

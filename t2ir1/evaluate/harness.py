@@ -95,7 +95,9 @@ def missing_images(benchmark: Benchmark, root: Path, items: Sequence[EvalItem]) 
     ]
 
 
-def generate_missing(cfg: DictConfig, benchmark: Benchmark, items: Sequence[EvalItem], out_dir: Path, overrides: dict) -> int:
+def generate_missing(
+    cfg: DictConfig, benchmark: Benchmark, items: Sequence[EvalItem], out_dir: Path, overrides: dict
+) -> int:
     """Generate and write the images of ``items`` that do not exist yet; returns how many were written."""
     from hydra.utils import instantiate
 
@@ -106,12 +108,19 @@ def generate_missing(cfg: DictConfig, benchmark: Benchmark, items: Sequence[Eval
     for item in items:
         benchmark.prepare_item(root, item)
     if not todo:
-        log.info("all %d prompts already have their %d image(s): nothing to generate", len(items), benchmark.n_per_prompt)
+        log.info(
+            "all %d prompts already have their %d image(s): nothing to generate",
+            len(items),
+            benchmark.n_per_prompt,
+        )
         return 0
     settings = {**OmegaConf.to_container(cfg.generation, resolve=True), **overrides}
     log.info(
         "generating %d prompt(s) x %d image(s) %s semantic CoT (%d prompt(s) already done)",
-        len(todo), benchmark.n_per_prompt, "WITH" if cfg.use_cot else "WITHOUT", len(items) - len(todo),
+        len(todo),
+        benchmark.n_per_prompt,
+        "WITH" if cfg.use_cot else "WITHOUT",
+        len(items) - len(todo),
     )
     factory = instantiate(cfg.model)
     # model configs are partials (the training module builds them in configure_model)
@@ -133,7 +142,12 @@ def generate_missing(cfg: DictConfig, benchmark: Benchmark, items: Sequence[Eval
                     sample.image.save(staging, format="PNG")
                     staging.replace(path)  # never leave half an image behind a crash
                     written += 1
-                    row = {"key": item.key, "sample": sample.sample_index, "prompt": item.prompt, "cot": sample.cot}
+                    row = {
+                        "key": item.key,
+                        "sample": sample.sample_index,
+                        "prompt": item.prompt,
+                        "cot": sample.cot,
+                    }
                     handle.write(json.dumps({**row, "path": str(path.relative_to(out_dir))}) + "\n")
         progress.update(len(batch))
 
@@ -200,7 +214,7 @@ def score_images(
         log.warning("%d image(s) are missing and are left out of the scores (run with generate=true)", absent)
     rows: dict[int, dict[str, Any]] = {}
     todo = []
-    for position, (item, sample, path, rel, digest) in enumerate(planned):
+    for position, (_, _, _, rel, digest) in enumerate(planned):
         cached = cache.get((rel, digest, score_fingerprint))
         if cached is not None:
             rows[position] = cached
@@ -210,7 +224,10 @@ def score_images(
         benchmark.setup(device)
         log.info("scoring %d image(s) (%d cached)", len(todo), len(planned) - len(todo))
         mode = "w" if rescore else "a"
-        with cache_path.open(mode, encoding="utf-8") as handle, tqdm(total=len(todo), desc=f"{benchmark.name}: score", unit="img") as bar:
+        with (
+            cache_path.open(mode, encoding="utf-8") as handle,
+            tqdm(total=len(todo), desc=f"{benchmark.name}: score", unit="img") as bar,
+        ):
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
                 entries = []
@@ -255,7 +272,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         items = items[: int(cfg.limit)]
     out_dir = output_dir(cfg, benchmark.name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log.info("%s: %d prompt(s), %d image(s) each -> %s", benchmark.name, len(items), benchmark.n_per_prompt, out_dir)
+    log.info(
+        "%s: %d prompt(s), %d image(s) each -> %s",
+        benchmark.name,
+        len(items),
+        benchmark.n_per_prompt,
+        out_dir,
+    )
 
     if cfg.generate:
         generate_missing(cfg, benchmark, items, out_dir, overrides)

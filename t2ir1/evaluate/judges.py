@@ -28,7 +28,9 @@ class ClipJudge:
         dtype, micro_batch_size, local_files_only: loading knobs.
     """
 
-    def __init__(self, model_path: str, dtype: str = "auto", micro_batch_size: int = 32, local_files_only: bool = False):
+    def __init__(
+        self, model_path: str, dtype: str = "auto", micro_batch_size: int = 32, local_files_only: bool = False
+    ):
         self.model_path = model_path
         self.dtype_name = dtype
         self.micro_batch_size = micro_batch_size
@@ -43,8 +45,12 @@ class ClipJudge:
         check_local_path("clip", self.model_path, "model_path")
         self.device = torch.device(device)
         self.dtype = resolve_dtype(self.dtype_name, self.device)
-        self.processor = AutoProcessor.from_pretrained(self.model_path, local_files_only=self.local_files_only)
-        model = CLIPModel.from_pretrained(self.model_path, dtype=self.dtype, local_files_only=self.local_files_only)
+        self.processor = AutoProcessor.from_pretrained(
+            self.model_path, local_files_only=self.local_files_only
+        )
+        model = CLIPModel.from_pretrained(
+            self.model_path, dtype=self.dtype, local_files_only=self.local_files_only
+        )
         self.model = freeze(model).to(self.device)
         log.info("clip: loaded %s on %s", self.model_path, self.device)
 
@@ -55,8 +61,12 @@ class ClipJudge:
             raise not_setup_error("clip")
         pieces = []
         for chunk in micro_batches(len(images), self.micro_batch_size):
-            pixels = self.processor.image_processor([im.convert("RGB") for im in images[chunk]], return_tensors="pt")
-            features = self.model.get_image_features(pixel_values=pixels["pixel_values"].to(self.device, self.dtype))
+            pixels = self.processor.image_processor(
+                [im.convert("RGB") for im in images[chunk]], return_tensors="pt"
+            )
+            features = self.model.get_image_features(
+                pixel_values=pixels["pixel_values"].to(self.device, self.dtype)
+            )
             features = getattr(features, "pooler_output", features)  # [n, D]
             pieces.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu())
         return torch.cat(pieces) if pieces else torch.zeros(0, 0)
@@ -73,7 +83,8 @@ class ClipJudge:
                 list(texts[chunk]), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
             )
             features = self.model.get_text_features(
-                input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)
+                input_ids=tokens["input_ids"].to(self.device),
+                attention_mask=tokens["attention_mask"].to(self.device),
             )
             features = getattr(features, "pooler_output", features)  # [m, D]
             pieces.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu())
@@ -135,15 +146,21 @@ class BlipVqaJudge:
         check_local_path("blip", self.model_path, "model_path")
         self.device = torch.device(device)
         self.dtype = resolve_dtype(self.dtype_name, self.device)
-        self.processor = AutoProcessor.from_pretrained(self.model_path, local_files_only=self.local_files_only)
-        model = BlipForQuestionAnswering.from_pretrained(self.model_path, dtype=self.dtype, local_files_only=self.local_files_only)
+        self.processor = AutoProcessor.from_pretrained(
+            self.model_path, local_files_only=self.local_files_only
+        )
+        model = BlipForQuestionAnswering.from_pretrained(
+            self.model_path, dtype=self.dtype, local_files_only=self.local_files_only
+        )
         self.model = freeze(model).to(self.device)
         tokenizer = self.processor.tokenizer
         self.answer_ids = []
         for token in (self.yes_token, self.no_token):
             ids = tokenizer(token, add_special_tokens=False).input_ids
             if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
-                raise ValueError(f"blip: answer {token!r} is not one known token of {self.model_path}'s tokenizer (ids {ids})")
+                raise ValueError(
+                    f"blip: answer {token!r} is not one known token of {self.model_path}'s tokenizer (ids {ids})"
+                )
             self.answer_ids.append(ids[0])
         log.info("blip: loaded %s on %s", self.model_path, self.device)
 
@@ -172,7 +189,9 @@ class BlipVqaJudge:
         model = self.model
         pixels = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")
         input_ids = torch.tensor(token_ids, device=self.device)  # [n, T], equal lengths
-        image_embeds = model.vision_model(pixel_values=pixels["pixel_values"].to(self.device, self.dtype))[0]  # [n, N, D]
+        image_embeds = model.vision_model(pixel_values=pixels["pixel_values"].to(self.device, self.dtype))[
+            0
+        ]  # [n, N, D]
         image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
         question_embeds = model.text_encoder(
             input_ids=input_ids, encoder_hidden_states=image_embeds, encoder_attention_mask=image_mask
@@ -222,7 +241,9 @@ class GroundingDetector:
             self.member.setup(device)
             self.ready = True
 
-    def detect(self, classes_per_image: Sequence[Sequence[str]], images: Sequence[Image.Image]) -> list[list[Detection]]:
+    def detect(
+        self, classes_per_image: Sequence[Sequence[str]], images: Sequence[Image.Image]
+    ) -> list[list[Detection]]:
         """Per image, the detections of its classes (label = class name), by decreasing score."""
         if not self.ready:
             raise not_setup_error("detector")
@@ -234,7 +255,9 @@ class GroundingDetector:
         for rows in by_size.values():
             for chunk in micro_batches(len(rows), self.micro_batch_size):
                 part = rows[chunk]
-                found = self.member.detect([list(classes_per_image[i]) for i in part], [images[i] for i in part])
+                found = self.member.detect(
+                    [list(classes_per_image[i]) for i in part], [images[i] for i in part]
+                )
                 for i, detections in zip(part, found, strict=True):
                     results[i] = sorted(detections, key=lambda d: -d.score)
         return results

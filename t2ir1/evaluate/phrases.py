@@ -50,7 +50,9 @@ ARTICLES = ("a", "an", "the")
 
 def _break_pattern(words: Sequence[str]) -> re.Pattern[str]:
     alternatives = sorted(words, key=len, reverse=True)  # longest relation first
-    return re.compile(r"\s*(?:[,;:]|\b(?:" + "|".join(re.escape(w) for w in alternatives) + r")\b)\s*", re.IGNORECASE)
+    return re.compile(
+        r"\s*(?:[,;:]|\b(?:" + "|".join(re.escape(w) for w in alternatives) + r")\b)\s*", re.IGNORECASE
+    )
 
 
 _BREAKS = _break_pattern(PHRASE_BREAKS)
@@ -65,7 +67,9 @@ def clean_prompt(prompt: str) -> str:
 def rule_noun_phrases(prompt: str) -> list[str]:
     """Noun phrases of a templated prompt: the pieces between conjunctions, commas and relation words."""
     pieces = _BREAKS.split(clean_prompt(prompt))
-    return [p.strip() for p in pieces if p and re.search(r"[A-Za-z]", p) and p.strip().lower() not in ARTICLES]
+    return [
+        p.strip() for p in pieces if p and re.search(r"[A-Za-z]", p) and p.strip().lower() not in ARTICLES
+    ]
 
 
 class PhraseParser:
@@ -100,7 +104,9 @@ def head_noun(phrase: str) -> str:
     return words[-1].lower() if words else ""
 
 
-def spatial_triple(prompt: str, localities: Sequence[str] = SPATIAL_LOCALITIES) -> tuple[str, str, str] | None:
+def spatial_triple(
+    prompt: str, localities: Sequence[str] = SPATIAL_LOCALITIES
+) -> tuple[str, str, str] | None:
     """``(obj1, locality, obj2)`` of "<obj1 phrase> <locality> <obj2 phrase>", or None without a relation.
 
     The first locality of ``localities`` found in the prompt wins (the official order); the

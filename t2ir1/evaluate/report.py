@@ -48,7 +48,9 @@ def compare_table(run_dirs: Sequence[Path]) -> str:
     runs = [load_results(Path(d)) for d in run_dirs]
     benchmarks = sorted({r.get("benchmark", "?") for r in runs})
     if len(benchmarks) > 1:
-        raise ValueError(f"compare: the runs are of different benchmarks {benchmarks}; compare one benchmark at a time")
+        raise ValueError(
+            f"compare: the runs are of different benchmarks {benchmarks}; compare one benchmark at a time"
+        )
     columns: list[str] = []
     for result in runs:
         columns += [c for c in result["categories"] if c not in columns]
@@ -57,5 +59,9 @@ def compare_table(run_dirs: Sequence[Path]) -> str:
     for directory, result in zip(run_dirs, runs, strict=True):
         cells = [_fmt(result["categories"].get(c, {}).get("score")) for c in columns]
         cot = "yes" if result.get("use_cot") else "no"
-        lines.append(f"| {result.get('run', Path(directory).name)} | {cot} | " + " | ".join(cells) + f" | {_fmt(result.get('overall'))} |")
+        lines.append(
+            f"| {result.get('run', Path(directory).name)} | {cot} | "
+            + " | ".join(cells)
+            + f" | {_fmt(result.get('overall'))} |"
+        )
     return "\n".join(lines)

@@ -48,7 +48,9 @@ class ShapeWorldBenchmark(Benchmark):
         self.n_per_prompt = n_per_prompt
         self.heldout_seed = heldout_seed
         self.heldout_size = heldout_size
-        self.detector = ShapeDetector(WORLD, color_threshold=color_threshold, min_area=min_area, min_score=min_score)
+        self.detector = ShapeDetector(
+            WORLD, color_threshold=color_threshold, min_area=min_area, min_score=min_score
+        )
 
     def load_items(self) -> list[EvalItem]:
         texts = heldout_texts(self.heldout_seed, self.heldout_size)

@@ -68,7 +68,9 @@ def read_prompt_lines(path: Path) -> list[str]:
         if not prompt:
             raise BenchmarkFileError(f"{path}:{number}: the first tab-separated field is empty")
         if "/" in prompt:
-            raise BenchmarkFileError(f"{path}:{number}: prompt {prompt!r} contains '/', which cannot be in an image file name")
+            raise BenchmarkFileError(
+                f"{path}:{number}: prompt {prompt!r} contains '/', which cannot be in an image file name"
+            )
         prompts.append(prompt)
     if not prompts:
         raise BenchmarkFileError(f"{path}: no prompts")
@@ -117,7 +119,9 @@ class T2ICompBenchBenchmark(Benchmark):
     ):
         unknown = sorted(set(categories) - set(CATEGORIES))
         if unknown:
-            raise ValueError(f"t2i_compbench: unknown categories {unknown}; choose from {', '.join(CATEGORIES)}")
+            raise ValueError(
+                f"t2i_compbench: unknown categories {unknown}; choose from {', '.join(CATEGORIES)}"
+            )
         self.name = name
         self.prompts_dir = Path(prompts_dir).expanduser()
         self.selected = tuple(categories)
@@ -163,7 +167,15 @@ class T2ICompBenchBenchmark(Benchmark):
                         elif text in action_set:
                             parts = ["attribute", "action"]
                     meta["parts"] = parts
-                items.append(EvalItem(key=f"{category}/{index:05d}", prompt=prompt, category=category, index=index, meta=meta))
+                items.append(
+                    EvalItem(
+                        key=f"{category}/{index:05d}",
+                        prompt=prompt,
+                        category=category,
+                        index=index,
+                        meta=meta,
+                    )
+                )
         return items
 
     def image_path(self, root: Path, item: EvalItem, sample_index: int) -> Path:
@@ -196,9 +208,11 @@ class T2ICompBenchBenchmark(Benchmark):
     def spatial_scores(self, entries: Sequence[ImageEntry]) -> list[tuple[float, dict[str, Any]]]:
         """Per image: the T2I-CompBench spatial score and what it was computed from."""
         triples = [spatial_triple(e.item.prompt, SPATIAL_LOCALITIES) for e in entries]
-        detections = self.detector.detect([[t[0], t[2]] if t else [] for t in triples], [e.image for e in entries])
+        detections = self.detector.detect(
+            [[t[0], t[2]] if t else [] for t in triples], [e.image for e in entries]
+        )
         out = []
-        for entry, triple, found in zip(entries, triples, detections, strict=True):
+        for triple, found in zip(triples, detections, strict=True):
             if triple is None:
                 out.append((0.0, {"relation": None}))
                 continue
@@ -213,32 +227,50 @@ class T2ICompBenchBenchmark(Benchmark):
             if best1 is not None and best2 is not None:
                 score += (
                     position_score(
-                        best1.box, best2.box, locality, self.iou_threshold, self.near_threshold, self.reference_quirks
+                        best1.box,
+                        best2.box,
+                        locality,
+                        self.iou_threshold,
+                        self.near_threshold,
+                        self.reference_quirks,
                     )
                     / 2
                 )
             if score < self.min_spatial_score:
                 score = 0.0
-            out.append((score, {"relation": [obj1, locality, obj2], "found": [best1 is not None, best2 is not None]}))
+            out.append(
+                (score, {"relation": [obj1, locality, obj2], "found": [best1 is not None, best2 is not None]})
+            )
         return out
 
     def score(self, entries: Sequence[ImageEntry]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = [{"category": e.item.category} for e in entries]
         attribute_rows = [i for i, e in enumerate(entries) if e.item.category in (*ATTRIBUTE, "complex")]
         spatial_rows = [
-            i for i, e in enumerate(entries) if e.item.category == "spatial" or "spatial" in e.item.meta.get("parts", ())
+            i
+            for i, e in enumerate(entries)
+            if e.item.category == "spatial" or "spatial" in e.item.meta.get("parts", ())
         ]
         action_rows = [
-            i for i, e in enumerate(entries) if e.item.category == "non_spatial" or "action" in e.item.meta.get("parts", ())
+            i
+            for i, e in enumerate(entries)
+            if e.item.category == "non_spatial" or "action" in e.item.meta.get("parts", ())
         ]
         if attribute_rows:
-            for i, (value, detail) in zip(attribute_rows, self.attribute_scores([entries[i] for i in attribute_rows]), strict=True):
+            for i, (value, detail) in zip(
+                attribute_rows, self.attribute_scores([entries[i] for i in attribute_rows]), strict=True
+            ):
                 rows[i].update(attribute=value, phrases=detail)
         if spatial_rows:
-            for i, (value, detail) in zip(spatial_rows, self.spatial_scores([entries[i] for i in spatial_rows]), strict=True):
+            for i, (value, detail) in zip(
+                spatial_rows, self.spatial_scores([entries[i] for i in spatial_rows]), strict=True
+            ):
                 rows[i].update(spatial=value, **detail)
         if action_rows:
-            values = self.clip.cosine([entries[i].image for i in action_rows], [clean_prompt(entries[i].item.prompt) for i in action_rows])
+            values = self.clip.cosine(
+                [entries[i].image for i in action_rows],
+                [clean_prompt(entries[i].item.prompt) for i in action_rows],
+            )
             for i, value in zip(action_rows, values.tolist(), strict=True):
                 rows[i]["action"] = value
         for entry, row in zip(entries, rows, strict=True):

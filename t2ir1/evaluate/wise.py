@@ -54,7 +54,14 @@ DEFAULT_CATEGORIES = {
     "Physics": [801, 900],
     "Chemistry": [901, 1000],
 }
-DEFAULT_WEIGHTS = {"Cultural": 0.4, "Time": 0.167, "Space": 0.133, "Biology": 0.1, "Physics": 0.1, "Chemistry": 0.1}
+DEFAULT_WEIGHTS = {
+    "Cultural": 0.4,
+    "Time": 0.167,
+    "Space": 0.133,
+    "Biology": 0.1,
+    "Physics": 0.1,
+    "Chemistry": 0.1,
+}
 # "Consistency: 2", "**Realism**: 1/2", "Aesthetic Quality - 0", "aesthetics (0-2): 1" ...
 _SCORE = re.compile(
     r"(consistency|realism|aesthetic(?:s|\s*quality)?)\**\s*(?:\(\s*0\s*-\s*2\s*\))?\s*\**\s*[:=\-–]?\s*\**\s*([0-2])(?![\d.])",
@@ -93,7 +100,9 @@ def read_wise_prompts(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         except json.JSONDecodeError as err:
             raise BenchmarkFileError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from err
         if not isinstance(data, list):
-            raise BenchmarkFileError(f"{path}: expected a JSON list of prompt objects, got {type(data).__name__}")
+            raise BenchmarkFileError(
+                f"{path}: expected a JSON list of prompt objects, got {type(data).__name__}"
+            )
         for index, row in enumerate(data):
             where = f"{path}[{index}]"
             if not isinstance(row, dict):
@@ -167,19 +176,28 @@ class LocalVlmJudge:
                 self.processor.apply_chat_template(
                     [
                         {"role": "system", "content": system},
-                        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]},
+                        {
+                            "role": "user",
+                            "content": [{"type": "image"}, {"type": "text", "text": instruction}],
+                        },
                     ],
                     add_generation_prompt=True,
                 )
                 for instruction in instructions[chunk]
             ]
             inputs = self.processor(
-                text=texts, images=[im.convert("RGB") for im in images[chunk]], return_tensors="pt", padding=True, padding_side="left"
+                text=texts,
+                images=[im.convert("RGB") for im in images[chunk]],
+                return_tensors="pt",
+                padding=True,
+                padding_side="left",
             ).to(self.device)
             output = self.model.generate(
                 **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad_id
             )  # [n, P + new]
-            answers += self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            answers += self.processor.batch_decode(
+                output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+            )
         return answers
 
 
@@ -236,25 +254,40 @@ class OpenAICompatibleJudge:
                 {"role": "system", "content": [{"type": "text", "text": system}]},
                 {
                     "role": "user",
-                    "content": [{"type": "text", "text": instruction}, {"type": "image_url", "image_url": {"url": data_url}}],
+                    "content": [
+                        {"type": "text", "text": instruction},
+                        {"type": "image_url", "image_url": {"url": data_url}},
+                    ],
                 },
             ],
         }
         last_error: Exception | None = None
         for attempt in range(self.max_retries + 1):
             try:
-                response = httpx.post(f"{self.base_url}/chat/completions", json=body, headers=self._headers(), timeout=self.timeout_s)
+                response = httpx.post(
+                    f"{self.base_url}/chat/completions",
+                    json=body,
+                    headers=self._headers(),
+                    timeout=self.timeout_s,
+                )
                 response.raise_for_status()
                 return response.json()["choices"][0]["message"]["content"] or ""
             except (httpx.HTTPError, KeyError, IndexError, ValueError) as err:
                 last_error = err
                 if attempt < self.max_retries:
-                    log.warning("wise judge: request failed (%s), retry %d/%d", err, attempt + 1, self.max_retries)
+                    log.warning(
+                        "wise judge: request failed (%s), retry %d/%d", err, attempt + 1, self.max_retries
+                    )
                     time.sleep(self.retry_wait_s)
-        raise RuntimeError(f"wise judge: {self.base_url}/chat/completions failed {self.max_retries + 1} times: {last_error}")
+        raise RuntimeError(
+            f"wise judge: {self.base_url}/chat/completions failed {self.max_retries + 1} times: {last_error}"
+        )
 
     def __call__(self, system: str, instructions: Sequence[str], images: Sequence[Image.Image]) -> list[str]:
-        return [self.ask(system, instruction, image) for instruction, image in zip(instructions, images, strict=True)]
+        return [
+            self.ask(system, instruction, image)
+            for instruction, image in zip(instructions, images, strict=True)
+        ]
 
 
 # ----------------------------------------------------------------------------- benchmark
@@ -291,7 +324,9 @@ class WiseBenchmark(Benchmark):
         self.ranges = dict(categories or DEFAULT_CATEGORIES)
         self.weights = dict(weights or DEFAULT_WEIGHTS)
         if set(self.weights) != set(self.ranges):
-            raise ValueError(f"wise: weights {sorted(self.weights)} must name exactly the categories {sorted(self.ranges)}")
+            raise ValueError(
+                f"wise: weights {sorted(self.weights)} must name exactly the categories {sorted(self.ranges)}"
+            )
         self.categories = tuple(self.ranges)
         self.n_per_prompt = n_per_prompt
 
@@ -304,7 +339,13 @@ class WiseBenchmark(Benchmark):
     def load_items(self) -> list[EvalItem]:
         rows = read_wise_prompts(self.prompt_files)
         return [
-            EvalItem(key=str(row["prompt_id"]), prompt=row["Prompt"], category=self.category_of(row["prompt_id"]), index=i, meta=row)
+            EvalItem(
+                key=str(row["prompt_id"]),
+                prompt=row["Prompt"],
+                category=self.category_of(row["prompt_id"]),
+                index=i,
+                meta=row,
+            )
             for i, row in enumerate(rows)
         ]
 
@@ -316,14 +357,22 @@ class WiseBenchmark(Benchmark):
         self.judge.setup(device)
 
     def score(self, entries: Sequence[ImageEntry]) -> list[dict[str, Any]]:
-        instructions = [render_instruction(self.instruction, e.item.prompt, e.item.meta["Explanation"]) for e in entries]
+        instructions = [
+            render_instruction(self.instruction, e.item.prompt, e.item.meta["Explanation"]) for e in entries
+        ]
         answers = self.judge(self.system_prompt, instructions, [e.image for e in entries])
         rows = []
         for entry, answer in zip(entries, answers, strict=True):
             parsed = parse_scores(answer)
-            row: dict[str, Any] = {"category": entry.item.category, "answer": answer, "parsed": parsed is not None}
+            row: dict[str, Any] = {
+                "category": entry.item.category,
+                "answer": answer,
+                "parsed": parsed is not None,
+            }
             if parsed is None:
-                log.warning("wise: could not read three scores for prompt_id %s from %r", entry.item.key, answer[:200])
+                log.warning(
+                    "wise: could not read three scores for prompt_id %s from %r", entry.item.key, answer[:200]
+                )
                 row["score"] = float("nan")
             else:
                 row.update(parsed)
@@ -336,9 +385,12 @@ class WiseBenchmark(Benchmark):
         for row in rows:
             by_category[row["category"]].append(float(row["score"]))
         categories = {
-            name: {"score": mean(by_category[name]), "n": len(by_category[name])} for name in self.ordered_categories(rows)
+            name: {"score": mean(by_category[name]), "n": len(by_category[name])}
+            for name in self.ordered_categories(rows)
         }
-        present = {n: c["score"] for n, c in categories.items() if n in self.weights and not math.isnan(c["score"])}
+        present = {
+            n: c["score"] for n, c in categories.items() if n in self.weights and not math.isnan(c["score"])
+        }
         used = sum(self.weights[n] for n in present)
         overall = sum(self.weights[n] * s for n, s in present.items()) / used if used else float("nan")
         complete = set(present) == set(self.weights)
@@ -346,6 +398,7 @@ class WiseBenchmark(Benchmark):
         return {
             "categories": categories,
             "overall": overall,
-            "overall_rule": "category-weighted WiScore" + ("" if complete else " (renormalised over the categories present)"),
+            "overall_rule": "category-weighted WiScore"
+            + ("" if complete else " (renormalised over the categories present)"),
             "notes": {"unparsed judge answers": unparsed},
         }

@@ -15,14 +15,22 @@ from t2ir1.rewards.compositional import Detection
 # One row per tag, in GenEval's real format (prompts/evaluation_metadata.jsonl).
 ROWS = [
     {"tag": "single_object", "include": [{"class": "cat", "count": 1}], "prompt": "a photo of a cat"},
-    {"tag": "two_object", "include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1}], "prompt": "a photo of a cat and a dog"},
+    {
+        "tag": "two_object",
+        "include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1}],
+        "prompt": "a photo of a cat and a dog",
+    },
     {
         "tag": "counting",
         "include": [{"class": "dog", "count": 2}],
         "exclude": [{"class": "dog", "count": 3}],
         "prompt": "a photo of two dogs",
     },
-    {"tag": "colors", "include": [{"class": "cat", "count": 1, "color": "red"}], "prompt": "a photo of a red cat"},
+    {
+        "tag": "colors",
+        "include": [{"class": "cat", "count": 1, "color": "red"}],
+        "prompt": "a photo of a red cat",
+    },
     {
         "tag": "position",
         "include": [{"class": "dog", "count": 1}, {"class": "cat", "count": 1, "position": ["left of", 0]}],
@@ -30,7 +38,10 @@ ROWS = [
     },
     {
         "tag": "color_attr",
-        "include": [{"class": "cat", "count": 1, "color": "red"}, {"class": "dog", "count": 1, "color": "blue"}],
+        "include": [
+            {"class": "cat", "count": 1, "color": "red"},
+            {"class": "dog", "count": 1, "color": "blue"},
+        ],
         "prompt": "a photo of a red cat and a blue dog",
     },
 ]
@@ -47,15 +58,26 @@ def det(label, box, score=0.9):
 
 def test_read_metadata_and_errors_name_file_and_line(tmp_path):
     rows = read_metadata(write_metadata(tmp_path / "meta.jsonl", ROWS))
-    assert [r["tag"] for r in rows] == ["single_object", "two_object", "counting", "colors", "position", "color_attr"]
+    assert [r["tag"] for r in rows] == [
+        "single_object",
+        "two_object",
+        "counting",
+        "colors",
+        "position",
+        "color_attr",
+    ]
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps(ROWS[0]) + "\n" + '{"tag": "colors", "include": [{"class": "cat"}], "prompt": "x"}\n')
+    bad.write_text(
+        json.dumps(ROWS[0]) + "\n" + '{"tag": "colors", "include": [{"class": "cat"}], "prompt": "x"}\n'
+    )
     with pytest.raises(BenchmarkFileError, match=r"bad\.jsonl:2: include\[0\]\.count"):
         read_metadata(bad)
     bad.write_text(json.dumps(ROWS[0]) + "\n\n{not json\n")
     with pytest.raises(BenchmarkFileError, match=r"bad\.jsonl:3: not valid JSON"):
         read_metadata(bad)
-    bad.write_text(json.dumps({**ROWS[4], "include": [{"class": "cat", "count": 1, "position": ["left of", 0]}]}) + "\n")
+    bad.write_text(
+        json.dumps({**ROWS[4], "include": [{"class": "cat", "count": 1, "position": ["left of", 0]}]}) + "\n"
+    )
     with pytest.raises(BenchmarkFileError, match=r"bad\.jsonl:1: include\[0\]\.position"):
         read_metadata(bad)
     with pytest.raises(BenchmarkFileError, match="does not exist"):
@@ -103,11 +125,20 @@ def test_the_six_tag_rules():
 
 
 def test_group_detections_threshold_order_and_nms():
-    found = [det("dog", (0, 0, 10, 10), 0.5), det("dog", (1, 0, 11, 10), 0.8), det("dog", (50, 50, 60, 60), 0.4), det("cat", (0, 0, 5, 5), 0.2)]
+    found = [
+        det("dog", (0, 0, 10, 10), 0.5),
+        det("dog", (1, 0, 11, 10), 0.8),
+        det("dog", (50, 50, 60, 60), 0.4),
+        det("cat", (0, 0, 5, 5), 0.2),
+    ]
     grouped = group_detections(found, threshold=0.3, max_objects=16, max_overlap=0.5)
     # cat is below the threshold; the two overlapping dogs (IoU 9/11 = 0.82 > 0.5) merge into the 0.8 one
     assert list(grouped) == ["dog"] and [d.score for d in grouped["dog"]] == [0.8, 0.4]
-    assert [d.score for d in group_detections(found, 0.3, 16, 1.0)["dog"]] == [0.8, 0.5, 0.4]  # GenEval: no NMS
+    assert [d.score for d in group_detections(found, 0.3, 16, 1.0)["dog"]] == [
+        0.8,
+        0.5,
+        0.4,
+    ]  # GenEval: no NMS
     assert [d.score for d in group_detections(found, 0.3, 1, 1.0)["dog"]] == [0.8]  # max_objects
 
 
@@ -126,7 +157,14 @@ def test_geneval_end_to_end_on_tiny_models(eval_cfg, judges, tmp_path):
         f"out_dir={out}",
     )
     summary = run(eval_cfg(*overrides))
-    assert list(summary["categories"]) == ["single_object", "two_object", "counting", "colors", "position", "color_attr"]
+    assert list(summary["categories"]) == [
+        "single_object",
+        "two_object",
+        "counting",
+        "colors",
+        "position",
+        "color_attr",
+    ]
     assert all(c["n"] == 2 for c in summary["categories"].values())
     # GenEval's layout: metadata.jsonl beside samples/, holding the prompt's own line
     assert json.loads((out / IMAGES_DIR / "00004" / "metadata.jsonl").read_text()) == ROWS[4]

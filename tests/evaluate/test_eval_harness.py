@@ -44,7 +44,15 @@ def test_generate_score_resume_and_repeat(eval_cfg, tmp_path):
 
     # scoring again from scratch gives the same rows, and the cache holds one row per image
     cached = {e["path"]: e["row"] for e in _lines(out / SCORES_JSONL)}
-    third = run(eval_cfg("benchmark=shapeworld", "limit=3", "benchmark.n_per_prompt=2", f"out_dir={out}", "score.rescore=true"))
+    third = run(
+        eval_cfg(
+            "benchmark=shapeworld",
+            "limit=3",
+            "benchmark.n_per_prompt=2",
+            f"out_dir={out}",
+            "score.rescore=true",
+        )
+    )
     rescored = {e["path"]: e["row"] for e in _lines(out / SCORES_JSONL)}
     assert rescored == cached and len(rescored) == 6
     assert third["overall"] == first["overall"]
@@ -52,7 +60,9 @@ def test_generate_score_resume_and_repeat(eval_cfg, tmp_path):
 
 def test_perfect_images_score_one_and_blank_images_zero(eval_cfg, tmp_path):
     """Ground-truth renders of the held-out scenes are all correct; empty canvases are all wrong."""
-    cfg = eval_cfg("benchmark=shapeworld", "generate=false", "benchmark.n_per_prompt=1", f"out_dir={tmp_path / 'gt'}")
+    cfg = eval_cfg(
+        "benchmark=shapeworld", "generate=false", "benchmark.n_per_prompt=1", f"out_dir={tmp_path / 'gt'}"
+    )
     benchmark, _, _ = build_benchmark(cfg.benchmark)
     items = benchmark.load_items()
     # the held-out texts: 4 object, 40 two_object, 14 counting, 4 colors, 40 position, 40 color_attr
@@ -65,7 +75,13 @@ def test_perfect_images_score_one_and_blank_images_zero(eval_cfg, tmp_path):
     assert summary["overall"] == 1.0
     assert all(c["score"] == 1.0 for c in summary["categories"].values())
 
-    blank = eval_cfg("benchmark=shapeworld", "generate=false", "benchmark.n_per_prompt=1", "limit=6", f"out_dir={tmp_path / 'blank'}")
+    blank = eval_cfg(
+        "benchmark=shapeworld",
+        "generate=false",
+        "benchmark.n_per_prompt=1",
+        "limit=6",
+        f"out_dir={tmp_path / 'blank'}",
+    )
     for item in items[:6]:
         path = benchmark.image_path(tmp_path / "blank" / IMAGES_DIR, item, 0)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +93,15 @@ def test_without_cot_and_compare(eval_cfg, tmp_path):
     runs = []
     for cot in ("true", "false"):
         out = tmp_path / f"cot-{cot}"
-        summary = run(eval_cfg("benchmark=shapeworld", "limit=2", "benchmark.n_per_prompt=1", f"use_cot={cot}", f"out_dir={out}"))
+        summary = run(
+            eval_cfg(
+                "benchmark=shapeworld",
+                "limit=2",
+                "benchmark.n_per_prompt=1",
+                f"use_cot={cot}",
+                f"out_dir={out}",
+            )
+        )
         assert summary["use_cot"] is (cot == "true")
         runs.append(out)
     # no CoT: the generation log says so

@@ -72,12 +72,17 @@ def test_t2i_compbench_end_to_end_on_tiny_models(eval_cfg, judges, tmp_path):
     # the official naming: {prompt}_{n:06d}.png, n counting across the category's prompts
     assert (out / IMAGES_DIR / "color" / "samples" / "a green car_000003.png").is_file()
     assert (out / IMAGES_DIR / "spatial" / "samples" / "a bird on side of a clock_000002.png").is_file()
-    rows = {(r["row"]["key"], r["row"]["sample"]): r["row"] for r in map(json.loads, (out / SCORES_JSONL).read_text().splitlines())}
+    rows = {
+        (r["row"]["key"], r["row"]["sample"]): r["row"]
+        for r in map(json.loads, (out / SCORES_JSONL).read_text().splitlines())
+    }
 
     # colour: the product over the two noun phrases of BLIP's yes-probability, recomputed directly
     blip = BlipVqaJudge(judges["blip"])
     blip.setup("cpu")
-    image = Image.open(out / IMAGES_DIR / "color" / "samples" / "a red cat and a blue dog_000001.png").convert("RGB")
+    image = Image.open(
+        out / IMAGES_DIR / "color" / "samples" / "a red cat and a blue dog_000001.png"
+    ).convert("RGB")
     p = blip.yes_probability([image, image], ["a red cat?", "a blue dog?"]).tolist()
     row = rows[("color/00000", 1)]
     assert set(row["phrases"]) == {"a red cat", "a blue dog"}
@@ -86,8 +91,12 @@ def test_t2i_compbench_end_to_end_on_tiny_models(eval_cfg, judges, tmp_path):
     # non-spatial: CLIP cosine of image and prompt
     clip = ClipJudge(judges["clip"])
     clip.setup("cpu")
-    image = Image.open(out / IMAGES_DIR / "non_spatial" / "samples" / "a dog chasing a cat_000000.png").convert("RGB")
-    assert rows[("non_spatial/00000", 0)]["score"] == pytest.approx(clip.cosine([image], ["a dog chasing a cat"]).item(), abs=1e-5)
+    image = Image.open(
+        out / IMAGES_DIR / "non_spatial" / "samples" / "a dog chasing a cat_000000.png"
+    ).convert("RGB")
+    assert rows[("non_spatial/00000", 0)]["score"] == pytest.approx(
+        clip.cosine([image], ["a dog chasing a cat"]).item(), abs=1e-5
+    )
 
     # spatial: 0.25 * conf1 + 0.25 * conf2 + position / 2 <= 1, objects parsed from the prompt
     spatial = rows[("spatial/00000", 0)]

@@ -53,7 +53,13 @@ def build_tiny_clip(folder: Path) -> Path:
 
 def build_tiny_blip(folder: Path) -> Path:
     """A BLIP VQA with 32 px images (patch 8), 1-layer text encoder/decoder, and a WordPiece tokenizer."""
-    from transformers import BertTokenizerFast, BlipConfig, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
+    from transformers import (
+        BertTokenizerFast,
+        BlipConfig,
+        BlipForQuestionAnswering,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
 
     tokenizer = BertTokenizerFast(vocab=bert_vocab(WORDS), do_lower_case=True)
     config = BlipConfig(
