@@ -66,7 +66,7 @@ def rollout_speed(rows: int, repeats: int, spec_kwargs: dict) -> list[tuple[str,
 
 _CHILD = r"""
 import json, resource, sys, torch
-from t2ir1.policy.logprobs import naive_logprobs, selective_logprobs
+from t2ir1.policy.logprobs import naive_logprobs, positions_per_chunk, selective_logprobs
 variant, rows, positions, hidden_size, vocab, chunk, head_kind = sys.argv[1:8]
 rows, positions, hidden_size, vocab, chunk = map(int, (rows, positions, hidden_size, vocab, chunk))
 torch.manual_seed(0)
@@ -81,7 +81,7 @@ def step(n_rows, n_pos):
     if variant == "naive":
         logp = naive_logprobs(hidden, targets, head)
     else:
-        logp = selective_logprobs(hidden, targets, head, chunk_size=chunk)
+        logp = selective_logprobs(hidden, targets, head, chunk_size=positions_per_chunk(chunk, vocab))
     logp.sum().backward()
 step(1, 8)  # warm-up: one-time allocations of kernels and autograd are not the path's cost
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=2048, help="hidden size for the memory test (Janus-Pro-1B: 2048)")
     parser.add_argument("--memory-rows", type=int, default=2, help="rows of the memory test")
     parser.add_argument("--cot-len", type=int, default=256, help="CoT length of the text memory test")
-    parser.add_argument("--chunk", type=int, default=256, help="positions per chunk (algo.logprob_chunk_size)")
+    parser.add_argument("--chunk", type=int, default=1 << 21, help="logits per chunk (algo.logprob_chunk_logits)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
@@ -124,7 +124,7 @@ def main() -> None:
     print(f"ratio vs transformers generate: {ours / results[1][2]:.2f} (target >= 1.0)")
     print(f"ratio vs one prompt at a time:  {ours / results[2][2]:.2f} (target >= 4 for B x G = 16)")
 
-    print(f"\n## Log-prob peak memory, forward + backward ({args.memory_rows} rows, hidden {args.hidden}, chunk {args.chunk})")
+    print(f"\n## Log-prob peak memory, forward + backward ({args.memory_rows} rows, hidden {args.hidden}, {args.chunk} logits per chunk)")
     print(f"| {'head':32s} | {'naive MiB':>10s} | {'chunked MiB':>11s} | {'ratio':>6s} |")
     print(f"|{'-' * 34}|{'-' * 12}|{'-' * 13}|{'-' * 8}|")
     for label, positions, vocab, kind in (

@@ -57,7 +57,7 @@ class GRPOSettings:
     cfg_weight: float = 5.0
     reasoning_prompt: str | None = "default"
     system_prompt: str = SYSTEM_PROMPT
-    logprob_chunk_size: int = 256
+    logprob_chunk_logits: int = 1 << 21
     decode_micro_batch_size: int = 16
     seed: int = 0
 
@@ -227,15 +227,15 @@ class BiCoTGRPOModule(L.LightningModule):
             sem = rollout.semantic
             args = [t.repeat_interleave(k, dim=0) for t in (sem.prompt_ids, sem.prompt_mask, sem.completion_ids, sem.completion_mask)]
             if isinstance(model, ReferenceModel):
-                parts.append(model.text_logprobs(*args, chunk_size=s.logprob_chunk_size))
+                parts.append(model.text_logprobs(*args, chunk_logits=s.logprob_chunk_logits))
             else:
-                parts.append(text_logprobs(model.language_model, model.lm_head, *args, chunk_size=s.logprob_chunk_size))
+                parts.append(text_logprobs(model.language_model, model.lm_head, *args, chunk_logits=s.logprob_chunk_logits))
             masks.append(args[3])
         if "token" in s.levels:
             if isinstance(model, ReferenceModel):
                 parts.append(
                     model.image_logprobs(
-                        rollout.image_prompt_ids, rollout.image_prompt_mask, rollout.image_tokens, s.logprob_chunk_size
+                        rollout.image_prompt_ids, rollout.image_prompt_mask, rollout.image_tokens, s.logprob_chunk_logits
                     )
                 )
             else:
@@ -247,7 +247,7 @@ class BiCoTGRPOModule(L.LightningModule):
                         rollout.image_prompt_ids,
                         rollout.image_prompt_mask,
                         rollout.image_tokens,
-                        s.logprob_chunk_size,
+                        s.logprob_chunk_logits,
                     )
                 )
             # image sequences always have their full length: never masked (REFERENCE §5b)

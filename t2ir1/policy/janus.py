@@ -60,13 +60,13 @@ class ReferenceModel(nn.Module):
         return super().train(False)
 
     @torch.no_grad()
-    def text_logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_size=1024):
+    def text_logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits=1 << 21):
         return lp.text_logprobs(
-            self.language_model, self.lm_head, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_size
+            self.language_model, self.lm_head, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits
         )
 
     @torch.no_grad()
-    def image_logprobs(self, prompt_ids, prompt_mask, image_tokens, chunk_size=1024):
+    def image_logprobs(self, prompt_ids, prompt_mask, image_tokens, chunk_logits=1 << 21):
         policy = self._policy
         return lp.image_logprobs(
             self.language_model,
@@ -75,7 +75,7 @@ class ReferenceModel(nn.Module):
             prompt_ids,
             prompt_mask,
             image_tokens,
-            chunk_size,
+            chunk_logits,
         )
 
 

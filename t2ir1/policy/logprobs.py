@@ -62,6 +62,11 @@ def naive_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head: Callable[[
     return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
+def positions_per_chunk(chunk_logits: int, vocab_size: int) -> int:
+    """Positions whose logits fit a budget of ``chunk_logits`` floats (at least one)."""
+    return max(1, chunk_logits // vocab_size)
+
+
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids for left-padded rows: 0 at each row's first real token. ``[N, L]`` -> ``[N, L]``."""
     positions = attention_mask.long().cumsum(-1) - 1
@@ -75,7 +80,7 @@ def text_logprobs(
     prompt_mask: torch.Tensor,
     completion_ids: torch.Tensor,
     completion_mask: torch.Tensor,
-    chunk_size: int = 1024,
+    chunk_logits: int = 1 << 21,
 ) -> torch.Tensor:
     """Log-probs of the semantic-CoT tokens under ``language_model`` + ``lm_head``.
 
@@ -83,6 +88,7 @@ def text_logprobs(
         prompt_ids, prompt_mask: ``[N, P]`` left-padded semantic prompts.
         completion_ids, completion_mask: ``[N, C]`` sampled completions (mask 1 up to and
             including the first EOS).
+        chunk_logits: logits held at once (positions per chunk = this // vocabulary size).
     Returns:
         ``[N, C]`` float32 log-probabilities (values at masked positions are meaningless).
     """
@@ -97,7 +103,8 @@ def text_logprobs(
     n_prompt, n_completion = prompt_ids.shape[1], completion_ids.shape[1]
     # the hidden state at position i predicts token i + 1
     hidden = out.last_hidden_state[:, n_prompt - 1 : n_prompt - 1 + n_completion]  # [N, C, H]
-    return selective_logprobs(hidden, completion_ids, lm_head, chunk_size)
+    chunk = positions_per_chunk(chunk_logits, lm_head.out_features)
+    return selective_logprobs(hidden, completion_ids, lm_head, chunk)
 
 
 def image_logprobs(
@@ -107,7 +114,7 @@ def image_logprobs(
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     image_tokens: torch.Tensor,
-    chunk_size: int = 1024,
+    chunk_logits: int = 1 << 21,
 ) -> torch.Tensor:
     """Log-probs of the image tokens under ``language_model`` + the generation head.
 
@@ -132,4 +139,5 @@ def image_logprobs(
     )
     n_prompt, n_image = prompt_ids.shape[1], image_tokens.shape[1]
     hidden = out.last_hidden_state[:, n_prompt - 1 : n_prompt - 1 + n_image]  # [N, T, H]
-    return selective_logprobs(hidden, image_tokens, generation_head, chunk_size)
+    chunk = positions_per_chunk(chunk_logits, generation_head.vision_head.out_features)
+    return selective_logprobs(hidden, image_tokens, generation_head, chunk)

@@ -33,7 +33,7 @@ def test_text_logprobs_match_the_models_own_logits(tiny_policy):
     prompt_ids, prompt_mask = tiny_policy.encode_semantic_prompts(["a red cube", "two cats"], "Say {}.", "S")
     completion = torch.randint(5, 400, (2, 6))
     completion_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
-    ours = text_logprobs(tiny_policy.language_model, tiny_policy.lm_head, prompt_ids, prompt_mask, completion, completion_mask, chunk_size=5)
+    ours = text_logprobs(tiny_policy.language_model, tiny_policy.lm_head, prompt_ids, prompt_mask, completion, completion_mask, chunk_logits=5 * tiny_policy.lm_head.out_features)
     for row in range(2):  # unpadded single-row forward through the full model
         real = prompt_mask[row].bool()
         ids = torch.cat([prompt_ids[row, real], completion[row]])[None]
@@ -49,7 +49,7 @@ def test_image_logprobs_equal_the_rollouts_step_by_step_logits(tiny_policy):
     ids, mask = tiny_policy.encode_image_prompts(["a red cube", "three small blue balls"], [None, None])
     tokens = sample_image_tokens(tiny_policy, ids, mask, cfg_weight=1.0, temperature=0.0)
     full = image_logprobs(
-        tiny_policy.language_model, tiny_policy.generation_head, tiny_policy.embed_image_tokens, ids, mask, tokens, chunk_size=8
+        tiny_policy.language_model, tiny_policy.generation_head, tiny_policy.embed_image_tokens, ids, mask, tokens, chunk_logits=8 * 256
     )
     # greedy tokens are each step's argmax: their log-prob is the max of the row's log-softmax
     stepwise = []
