@@ -120,6 +120,11 @@ def _shard_decoder(
     fully_shard(language_model.get_input_embeddings(), reshard_after_forward=reshard, mp_policy=to_frozen, **kwargs)
     fully_shard(language_model, reshard_after_forward=reshard, mp_policy=to_frozen, **kwargs)
     fully_shard(head, reshard_after_forward=reshard, mp_policy=precision, **kwargs)
+    # FSDP2 makes the first unit that runs forward a root; the token-level log-prob pass can call
+    # the embeddings before the language model ever ran, which would make them a root of their
+    # own and the language model's later forward fail. Fix the roots now (FSDP2 has no public
+    # hook for this; this is the lazy init its first forward runs).
+    language_model._get_fsdp_state()._lazy_init()
 
 
 def shard_janus(policy, reference, mesh: DeviceMesh, options: ShardingOptions) -> None:

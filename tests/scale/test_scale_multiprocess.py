@@ -1,0 +1,183 @@
+"""Two CPU processes (gloo) against one: DDP and FSDP2 runs of the tiny model, 2 steps each.
+
+Each run is ``python train.py ...`` in a subprocess, exactly what a user types (Lightning
+re-launches the script once per extra rank). A recorder callback writes, per rank and step,
+the prompts, the loss, the rewards, the sampled tokens and, at the end, the trained weights.
+
+What must hold, and why:
+- ranks see disjoint prompts whose union is the one-process batch. Lightning always shuffles
+  the training ``DistributedSampler`` (one ``randperm`` seeded with the run seed + epoch;
+  rank r takes positions r, r + W, ... of it). The one-process reference therefore runs with
+  ``trainer=ddp trainer.devices=1``: the same sampler with one replica walks the whole
+  permutation, so its step-k batch of 2b is the union of the two ranks' step-k batches;
+- per-prompt seeding: a prompt's image tokens and rewards are the same whichever rank (or
+  run) samples it;
+- loss: with ``algo.levels=[token]`` every row has the same number of tokens, so the mean of
+  the per-rank token means (what DDP/FSDP average gradients over) equals the one-process
+  token mean over ``2b`` prompts; the logged ``train/loss`` (token-weighted over ranks)
+  equals it too; and so do the weights after two steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PER_RANK_BATCH = 2
+
+pytestmark = pytest.mark.slow
+
+
+def _common(tmp: Path, cache: Path, batch_size: int, levels: str) -> list[str]:
+    return [
+        f"hydra.run.dir={tmp}",
+        f"paths.cache_dir={cache}",
+        "data.holdout=0",
+        "data.source.n=32",
+        f"data.batch_size={batch_size}",
+        f"algo.levels={levels}",
+        "algo.group_size=2",
+        "algo.max_new_tokens=6",
+        "trainer.max_steps=2",
+        "trainer.accumulate_grad_batches=1",
+        "trainer.precision=32-true",
+        "trainer.enable_progress_bar=false",
+        "+callbacks.recorder._target_=rank_recorder.RankRecorder",
+        f"+callbacks.recorder.out_dir={tmp}/ranks",
+    ]
+
+
+def _train(tmp: Path, cache: Path, overrides: list[str]) -> dict[int, list[dict]]:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "scale"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "HYDRA_FULL_ERROR": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "train.py", *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows: dict[int, list[dict]] = {}
+    for path in sorted((tmp / "ranks").glob("rank*.jsonl")):
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        rows[lines[0]["rank"]] = lines
+    return rows
+
+
+def _steps(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["kind"] == "step"]
+
+
+def _end(rows: list[dict]) -> dict:
+    return next(r for r in rows if r["kind"] == "end")
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> dict[int, list[dict]]:
+    """One process, batch 2b, token level only (one-replica DistributedSampler, see the module docstring)."""
+    tmp = tmp_path_factory.mktemp("single")
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    strategy = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1"]
+    return _train(tmp, cache, [*strategy, *_common(tmp, cache, 2 * PER_RANK_BATCH, "[token]")])
+
+
+def _two_process(tmp_path_factory, name: str, strategy_overrides: list[str]) -> dict[int, list[dict]]:
+    tmp = tmp_path_factory.mktemp(name)
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    return _train(tmp, cache, [*strategy_overrides, *_common(tmp, cache, PER_RANK_BATCH, "[token]")])
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory, single) -> dict[int, list[dict]]:
+    # `single` first: it builds the cached tiny checkpoint both ranks then load
+    return _two_process(tmp_path_factory, "ddp", ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])
+
+
+@pytest.fixture(scope="module")
+def fsdp(tmp_path_factory, single) -> dict[int, list[dict]]:
+    # full precision so that the comparison is exact up to float reordering
+    overrides = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    overrides += ["trainer.strategy.param_dtype=null", "trainer.strategy.reduce_dtype=null"]
+    return _two_process(tmp_path_factory, "fsdp", overrides)
+
+
+@pytest.fixture(params=["ddp", "fsdp"])
+def multi(request) -> dict[int, list[dict]]:
+    return request.getfixturevalue(request.param)
+
+
+def test_ranks_see_disjoint_prompts_whose_union_is_the_single_batch(single, multi):
+    assert sorted(multi) == [0, 1]
+    for step in range(2):
+        rank_prompts = [_steps(multi[r])[step]["prompt_ids"] for r in (0, 1)]
+        assert all(len(p) == PER_RANK_BATCH for p in rank_prompts)
+        assert not set(rank_prompts[0]) & set(rank_prompts[1])
+        # one permutation; rank 0 takes its positions 0, 2; rank 1 takes 1, 3
+        single_prompts = _steps(single[0])[step]["prompt_ids"]
+        assert rank_prompts[0] == single_prompts[0::2]
+        assert rank_prompts[1] == single_prompts[1::2]
+        assert all(row["world"] == 2 for row in (_steps(multi[0])[step], _steps(multi[1])[step]))
+
+
+def _per_prompt(rows: dict[int, list[dict]], step: int, key: str, group: int = 2) -> dict[str, list]:
+    """prompt id -> its G rows of ``key`` at ``step``, gathered from every rank."""
+    out = {}
+    for rank_rows in rows.values():
+        row = _steps(rank_rows)[step]
+        for i, prompt_id in enumerate(row["prompt_ids"]):
+            out[prompt_id] = row[key][i * group : (i + 1) * group]
+    return out
+
+
+def test_samples_do_not_depend_on_rank_or_world_size(single, multi):
+    for step in range(2):
+        assert _per_prompt(multi, step, "image_tokens") == _per_prompt(single, step, "image_tokens")
+        multi_rewards = _per_prompt(multi, step, "rewards")
+        for prompt_id, rewards in _per_prompt(single, step, "rewards").items():
+            assert multi_rewards[prompt_id] == pytest.approx(rewards, abs=1e-6)
+
+
+def test_two_process_loss_equals_one_process_loss(single, multi):
+    for step in range(2):
+        single_loss = _steps(single[0])[step]["loss"]
+        rank_losses = [_steps(multi[r])[step]["loss"] for r in (0, 1)]
+        # equal token counts per rank: mean of rank token-means == token mean of the union
+        assert sum(rank_losses) / 2 == pytest.approx(single_loss, rel=1e-4, abs=1e-6)
+        # the logged loss is the cross-rank weighted mean, the same on every rank
+        assert _steps(multi[0])[step]["logged_loss"] == pytest.approx(single_loss, rel=1e-4, abs=1e-6)
+        assert _steps(multi[1])[step]["logged_loss"] == pytest.approx(single_loss, rel=1e-4, abs=1e-6)
+    # the losses move between steps, so step 1 also checks that the update was the same
+    assert _steps(single[0])[1]["loss"] != _steps(single[0])[0]["loss"]
+
+
+def test_weights_after_two_steps_equal_one_process(single, multi):
+    expected = _end(single[0])["checksum"]
+    for rank in (0, 1):
+        got = _end(multi[rank])["checksum"]
+        assert got.keys() == expected.keys()
+        for name, (total, squares) in expected.items():
+            assert got[name][0] == pytest.approx(total, rel=1e-4, abs=1e-4), name
+            assert got[name][1] == pytest.approx(squares, rel=1e-4, abs=1e-4), name
+
+
+def test_only_trained_parts_have_optimiser_state_and_rank_zero_writes_grids(multi):
+    for rank in (0, 1):
+        end = _end(multi[rank])
+        optimised = sorted(name.removeprefix("policy.") for name in end["optimised"])
+        assert optimised == sorted(end["trained"])
+        assert all(".language_model." in n or n.startswith("model.lm_head.") for n in optimised)
+        assert not any(part in n for n in optimised for part in ("vqmodel", "vision_model", "generation_"))
+    assert _end(multi[0])["grids_written"] == 2
+    assert _end(multi[1])["grids_written"] == 0
+
+
+def test_strategies_are_the_configured_ones(ddp, fsdp):
+    assert _end(ddp[0])["strategy"] == "DDPStrategy"
+    assert _end(fsdp[0])["strategy"] == "FSDP2Strategy"
