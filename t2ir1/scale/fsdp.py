@@ -40,7 +40,9 @@ def _dtype(value: str | torch.dtype | None, field: str) -> torch.dtype | None:
     if value is None or isinstance(value, torch.dtype):
         return value
     if value not in _DTYPES:
-        raise ValueError(f"trainer.strategy.{field}={value!r} is not a dtype; use one of {sorted(_DTYPES)} or null")
+        raise ValueError(
+            f"trainer.strategy.{field}={value!r} is not a dtype; use one of {sorted(_DTYPES)} or null"
+        )
     return _DTYPES[value]
 
 
@@ -117,7 +119,9 @@ def _shard_decoder(
         param_dtype=options.param_dtype, reduce_dtype=options.reduce_dtype, output_dtype=output_dtype
     )
     # the log-prob pass embeds prompt text itself (get_input_embeddings()(ids)): its own unit
-    fully_shard(language_model.get_input_embeddings(), reshard_after_forward=reshard, mp_policy=to_frozen, **kwargs)
+    fully_shard(
+        language_model.get_input_embeddings(), reshard_after_forward=reshard, mp_policy=to_frozen, **kwargs
+    )
     fully_shard(language_model, reshard_after_forward=reshard, mp_policy=to_frozen, **kwargs)
     fully_shard(head, reshard_after_forward=reshard, mp_policy=precision, **kwargs)
     # FSDP2 makes the first unit that runs forward a root; the token-level log-prob pass can call
@@ -136,10 +140,17 @@ def shard_janus(policy, reference, mesh: DeviceMesh, options: ShardingOptions) -
     if is_sharded(policy.lm_head):
         return
     frozen_dtype = next(policy.generation_head.parameters()).dtype
-    _shard_decoder(policy.language_model, policy.lm_head, mesh, options, trained=True, output_dtype=frozen_dtype)
+    _shard_decoder(
+        policy.language_model, policy.lm_head, mesh, options, trained=True, output_dtype=frozen_dtype
+    )
     if reference is not None:
         _shard_decoder(
-            reference.language_model, reference.lm_head, mesh, options, trained=False, output_dtype=frozen_dtype
+            reference.language_model,
+            reference.lm_head,
+            mesh,
+            options,
+            trained=False,
+            output_dtype=frozen_dtype,
         )
         reference.eval().requires_grad_(False)
     log.info(
@@ -177,7 +188,8 @@ class FSDP2Strategy(ModelParallelStrategy):
         process_group_backend: str | None = None,
     ) -> None:
         super().__init__(
-            save_distributed_checkpoint=save_distributed_checkpoint, process_group_backend=process_group_backend
+            save_distributed_checkpoint=save_distributed_checkpoint,
+            process_group_backend=process_group_backend,
         )
         self.sharding = ShardingOptions(
             param_dtype=_dtype(param_dtype, "param_dtype"),

@@ -57,11 +57,18 @@ def _train(tmp: Path, cache: Path, overrides: list[str]) -> dict[int, list[dict]
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "scale"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "tests" / "scale"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+        ),
         "HYDRA_FULL_ERROR": "1",
     }
     result = subprocess.run(
-        [sys.executable, "train.py", *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "train.py", *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     rows: dict[int, list[dict]] = {}
@@ -97,7 +104,9 @@ def _two_process(tmp_path_factory, name: str, strategy_overrides: list[str]) -> 
 @pytest.fixture(scope="module")
 def ddp(tmp_path_factory, single) -> dict[int, list[dict]]:
     # `single` first: it builds the cached tiny checkpoint both ranks then load
-    return _two_process(tmp_path_factory, "ddp", ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])
+    return _two_process(
+        tmp_path_factory, "ddp", ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    )
 
 
 @pytest.fixture(scope="module")
