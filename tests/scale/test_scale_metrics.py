@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ from hydra.utils import instantiate
 
 from t2ir1.scale.fsdp import FSDP2Strategy
 from t2ir1.scale.metrics import aggregation_weight, nanmean_with_count, pooled_std, weighted_means
-from tests_scale_paths import CONF_DIR
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def _two_ranks(rank_pairs):
