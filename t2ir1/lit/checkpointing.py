@@ -228,9 +228,17 @@ class ResumableDataLoader(DataLoader):
         """A resumable copy of a map-style ``loader`` (same dataset, sampler, collate, workers)."""
         if isinstance(loader, cls):
             return loader
+        # Rebuild from sampler + batch_size (not the batch sampler object), so that Lightning,
+        # which re-creates the loader from its init arguments to inject a DistributedSampler,
+        # keeps the batch size instead of falling back to 1.
+        batching = (
+            {"batch_sampler": loader.batch_sampler}
+            if loader.batch_size is None
+            else {"sampler": loader.sampler, "batch_size": loader.batch_size, "drop_last": loader.drop_last}
+        )
         return cls(
             loader.dataset,
-            batch_sampler=loader.batch_sampler,
+            **batching,
             num_workers=loader.num_workers,
             collate_fn=loader.collate_fn,
             pin_memory=loader.pin_memory,
