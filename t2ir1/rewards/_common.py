@@ -1,11 +1,20 @@
-"""Helpers shared by the model-backed reward members: dtype, freezing, batching, inputs."""
+"""Helpers shared by the model-backed reward members: dtype, freezing, batching, inputs, pixels.
+
+Image preprocessing is tensor work over the whole batch: the PIL images are copied
+once into uint8 tensors (one per image size), then resized with torch's antialiased
+bicubic on uint8, which follows Pillow's ``Image.resize(..., BICUBIC)`` to within one
+grey level (the uint8 kernel is a port of Pillow-SIMD's), and padded and normalised
+as batch ops. Only the copy out of PIL remains per image.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from t2ir1.data.records import PromptRecord
@@ -59,3 +68,35 @@ def check_local_path(name: str, path: str, what: str) -> None:
 
 def not_setup_error(name: str) -> RuntimeError:
     return RuntimeError(f"{name}: call setup(device) before scoring (it loads the weights)")
+
+
+def uint8_groups(images: Sequence[Image.Image]) -> list[tuple[list[int], torch.Tensor]]:
+    """RGB pixels grouped by image size: ``[(indices, uint8 [G, 3, H, W])]`` in order of first appearance.
+
+    A training batch shares one size (one group, one copy per image into one
+    buffer); mixed sizes give one group each. The tensors are channels-last views
+    of an ``[G, H, W, 3]`` buffer, the layout torch's uint8 resize kernels prefer.
+    """
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        by_size.setdefault((image.height, image.width), []).append(index)
+    groups = []
+    for (height, width), indices in by_size.items():
+        buffer = np.empty((len(indices), height, width, 3), dtype=np.uint8)  # [G, H, W, 3]
+        for slot, index in enumerate(indices):
+            image = images[index]
+            buffer[slot] = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        groups.append((indices, torch.from_numpy(buffer).permute(0, 3, 1, 2)))  # [G, 3, H, W]
+    return groups
+
+
+def resize_bicubic(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 ``[G, 3, H, W]`` -> uint8 ``[G, 3, height, width]``, antialiased bicubic (Pillow's BICUBIC)."""
+    if pixels.shape[-2:] == (height, width):
+        return pixels
+    return F.interpolate(pixels, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+
+
+def normalise(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, 3, S, S]`` -> float32 ``(pixels / 255 - mean) / std``; ``mean``, ``std`` are ``[1, 3, 1, 1]``."""
+    return (pixels.float() / 255.0 - mean) / std

@@ -108,9 +108,24 @@ class ColorAgreementReward:
         return indices
 
     def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """float32 ``[B, N, 3]`` RGB values of each image resized (nearest) to ``analysis_size`` squared."""
         size = (self.analysis_size, self.analysis_size)
-        arrays = [np.asarray(img.convert("RGB").resize(size, Image.Resampling.NEAREST)) for img in images]
-        return torch.from_numpy(np.stack(arrays)).to(self.device, torch.float32).flatten(1, 2)  # [B, N, 3]
+        buffer = np.empty((len(images), *size, 3), dtype=np.uint8)  # [B, A, A, 3]
+        for index, image in enumerate(images):
+            small = image.resize(size, Image.Resampling.NEAREST)
+            buffer[index] = np.asarray(small if small.mode == "RGB" else small.convert("RGB"))
+        return torch.from_numpy(buffer).to(self.device, torch.float32).flatten(1, 2)  # [B, N, 3]
+
+    def nearest_prototype(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Index ``[B, N]`` of the nearest prototype (Euclidean) of each pixel ``[B, N, 3]``.
+
+        ``argmin |p - c|^2 = argmax (p . c - |c|^2 / 2)``: one ``[B*N, 3] @ [3, K]``
+        product. With integer pixels and prototypes every term is exact in float32
+        (at most 3 * 255^2 < 2^24), so ties resolve to the first prototype, as argmin does.
+        """
+        prototypes = self._prototypes.to(self.device)  # [K, 3]
+        closeness = pixels @ prototypes.T - (prototypes * prototypes).sum(dim=1) / 2  # [B, N, K]
+        return closeness.argmax(dim=-1)  # [B, N]
 
     @torch.inference_mode()
     def __call__(self, records: Sequence[PromptRecord], images: Sequence[Image.Image]) -> RewardOutput:
@@ -120,9 +135,13 @@ class ColorAgreementReward:
         if not records:
             return RewardOutput(self.name, torch.zeros(0), {"colour_words": torch.zeros(0)})
         pixels = self._pixels(images)  # [B, N, 3]
-        prototypes = self._prototypes.to(self.device)  # [K, 3]
-        nearest = torch.cdist(pixels, prototypes.expand(len(images), -1, -1)).argmin(dim=-1)  # [B, N]
-        fractions = torch.nn.functional.one_hot(nearest, len(prototypes)).float().mean(dim=1)  # [B, K]
+        batch, num_pixels = pixels.shape[:2]
+        num_prototypes = len(self._prototypes)
+        nearest = self.nearest_prototype(pixels)  # [B, N]
+        # per-image histogram of nearest prototypes: one bincount over (image, prototype) pairs
+        offsets = torch.arange(batch, device=self.device)[:, None] * num_prototypes  # [B, 1]
+        counts = torch.bincount((nearest + offsets).flatten(), minlength=batch * num_prototypes)  # [B*K]
+        fractions = counts.view(batch, num_prototypes).float() / num_pixels  # [B, K]
         per_colour = (fractions / self.target_fraction).clamp(max=1.0)  # [B, K]
 
         wanted = torch.zeros_like(fractions, dtype=torch.bool)  # [B, K]

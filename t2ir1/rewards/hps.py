@@ -15,7 +15,6 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -25,8 +24,11 @@ from t2ir1.rewards._common import (
     check_local_path,
     freeze,
     micro_batches,
+    normalise,
     not_setup_error,
+    resize_bicubic,
     resolve_dtype,
+    uint8_groups,
 )
 from t2ir1.rewards.base import RewardOutput
 
@@ -48,17 +50,20 @@ def load_hps_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in state_dict.items()}
 
 
-def resize_longest_and_pad(image: Image.Image, size: int) -> np.ndarray:
-    """RGB ``[size, size, 3]`` uint8: longest side resized to ``size`` (bicubic), centred on black."""
-    image = image.convert("RGB")
-    width, height = image.size
-    scale = size / max(width, height)
-    new_width, new_height = round(width * scale), round(height * scale)
-    if (new_width, new_height) != (width, height):
-        image = image.resize((new_width, new_height), Image.Resampling.BICUBIC)
-    canvas = np.zeros((size, size, 3), dtype=np.uint8)
-    left, top = (size - new_width) // 2, (size - new_height) // 2
-    canvas[top : top + new_height, left : left + new_width] = np.asarray(image)
+def resize_longest_and_pad(images: Sequence[Image.Image], size: int) -> torch.Tensor:
+    """uint8 ``[B, 3, size, size]`` RGB: longest side resized to ``size`` (bicubic), centred on black.
+
+    Batched tensor ops per image size (see ``_common``); matches the PIL path of
+    the original (``resize`` bicubic, paste on a black square) to within one grey level.
+    """
+    canvas = torch.zeros((len(images), 3, size, size), dtype=torch.uint8)  # [B, 3, S, S]
+    for indices, pixels in uint8_groups(images):  # pixels: [G, 3, H, W]
+        height, width = pixels.shape[-2:]
+        scale = size / max(width, height)
+        new_height, new_width = round(height * scale), round(width * scale)
+        top, left = (size - new_height) // 2, (size - new_width) // 2
+        resized = resize_bicubic(pixels, new_height, new_width)  # [G, 3, h, w]
+        canvas[indices, :, top : top + new_height, left : left + new_width] = resized
     return canvas
 
 
@@ -135,9 +140,7 @@ class HPSReward:
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """``[B, 3, S, S]`` float32 normalised pixels (S = the model's image size)."""
-        arrays = np.stack([resize_longest_and_pad(img, self.image_size) for img in images])  # [B, S, S, 3]
-        pixels = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255.0  # [B, 3, S, S]
-        return (pixels - self.mean) / self.std
+        return normalise(resize_longest_and_pad(images, self.image_size), self.mean, self.std)
 
     @torch.inference_mode()
     def __call__(self, records: Sequence[PromptRecord], images: Sequence[Image.Image]) -> RewardOutput:

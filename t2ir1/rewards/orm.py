@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -32,8 +31,11 @@ from t2ir1.rewards._common import (
     check_local_path,
     freeze,
     micro_batches,
+    normalise,
     not_setup_error,
+    resize_bicubic,
     resolve_dtype,
+    uint8_groups,
 )
 from t2ir1.rewards.base import RewardOutput
 
@@ -48,16 +50,33 @@ ORM_QUESTION = (
 )
 
 
-def pad_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
-    """LLaVA's ``expand2square``: centre ``image`` on a square canvas of colour ``fill``."""
-    image = image.convert("RGB")
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    canvas = Image.new("RGB", (side, side), fill)
-    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+def pad_to_square(pixels: torch.Tensor, fill: Sequence[int]) -> torch.Tensor:
+    """LLaVA's ``expand2square`` on a batch: uint8 ``[G, 3, H, W]`` centred on ``[G, 3, L, L]`` of colour ``fill``.
+
+    ``L = max(H, W)``; a square batch is returned as it is.
+    """
+    height, width = pixels.shape[-2:]
+    if height == width:
+        return pixels
+    side = max(height, width)
+    colour = torch.tensor(list(fill), dtype=torch.uint8).view(1, 3, 1, 1)
+    canvas = colour.expand(pixels.shape[0], 3, side, side).contiguous(memory_format=torch.channels_last)
+    # canvas: [G, 3, L, L], channels-last like the images themselves
+    top, left = (side - height) // 2, (side - width) // 2
+    canvas[:, :, top : top + height, left : left + width] = pixels
     return canvas
+
+
+def pad_and_resize(images: Sequence[Image.Image], fill: Sequence[int], size: int) -> torch.Tensor:
+    """uint8 ``[B, 3, size, size]``: each image padded to a square of colour ``fill``, then resized (bicubic).
+
+    Batched tensor ops per image size; matches the PIL path of the original
+    (``expand2square``, then ``resize`` bicubic) to within one grey level.
+    """
+    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)  # [B, 3, S, S]
+    for indices, pixels in uint8_groups(images):  # pixels: [G, 3, H, W]
+        out[indices] = resize_bicubic(pad_to_square(pixels, fill), size, size)
+    return out
 
 
 class OutcomeRewardModel:
@@ -145,13 +164,8 @@ class OutcomeRewardModel:
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """``[B, 3, S, S]`` float32: pad to square with the mean colour, resize (bicubic), normalise."""
-        size = (self.image_size, self.image_size)
-        arrays = [
-            np.asarray(pad_to_square(img, self.pad_colour).resize(size, Image.Resampling.BICUBIC))
-            for img in images
-        ]
-        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0  # [B, 3, S, S]
-        return (pixels - self.image_mean) / self.image_std
+        pixels = pad_and_resize(images, self.pad_colour, self.image_size)  # uint8 [B, 3, S, S]
+        return normalise(pixels, self.image_mean, self.image_std)
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``[B, N + 1, D]``: projected vision features of one crop, then the ``image_newline`` embedding."""

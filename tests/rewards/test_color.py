@@ -75,3 +75,19 @@ def test_bad_config_and_input():
         ColorAgreementReward(target_fraction=0.0)
     with pytest.raises(ValueError, match="2 records but 1 images"):
         ColorAgreementReward()([_record("a"), _record("b")], [_image((0, 0, 0), (0, 0, 0), 1)])
+
+
+def test_nearest_prototype_matches_euclidean_argmin():
+    """The matmul form picks the same prototype as an explicit distance argmin, ties included."""
+    reward = ColorAgreementReward()
+    generator = np.random.default_rng(3)
+    pixels = torch.from_numpy(generator.integers(0, 256, (4, 500, 3))).float()  # [4, 500, 3]
+    # (0, 64, 0) is 64^2 = 4096 from both green (0, 128, 0) and black (0, 0, 0), farther from the rest:
+    # the first in palette order (green) wins
+    pixels[0, 0] = torch.tensor([0.0, 64.0, 0.0])
+    distances = ((pixels[:, :, None] - reward._prototypes[None, None]) ** 2).sum(-1)  # [4, 500, K]
+    expected = distances.argmin(dim=-1)  # first minimum on ties
+    assert torch.equal(reward.nearest_prototype(pixels), expected)
+    green = reward.colour_indices("green")[0]
+    assert green < reward.colour_indices("black")[0]
+    assert reward.nearest_prototype(pixels)[0, 0].item() == green
