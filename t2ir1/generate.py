@@ -12,9 +12,11 @@ were generated before it (a resumed generation run reproduces the skipped prompt
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -138,3 +140,177 @@ def generate_samples(
     finally:
         policy.train(was_training)
     return samples
+
+
+# ----------------------------------------------------------------------------- the generate.py command
+GENERATIONS_JSONL = "generations.jsonl"
+IMAGES_DIR = "images"
+GRID_PNG = "grid.png"
+
+
+class PromptSourceError(ValueError):
+    """``prompts=`` that cannot be read."""
+
+
+def read_prompts(spec) -> list[str]:
+    """Prompts from a ``.txt`` file (one per line, ``#`` comments), a ``.jsonl`` file (``"prompt"``
+    field), a list, or the text of a single prompt. Duplicates are dropped (same seed, same images)."""
+    if isinstance(spec, list | tuple) or (hasattr(spec, "__iter__") and not isinstance(spec, str)):
+        prompts = [str(p).strip() for p in spec]
+    else:
+        text = str(spec).strip()
+        path = Path(text).expanduser()
+        is_file = "\n" not in text and len(text) < 4096 and path.is_file()
+        if not is_file and path.suffix in (".txt", ".jsonl") and "/" in text:
+            raise PromptSourceError(f"prompts={text}: no such file (pass an existing .txt/.jsonl file or a prompt's text)")
+        if not is_file:
+            prompts = [text]
+        elif path.suffix == ".jsonl":
+            prompts = []
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    prompts.append(str(row["prompt"]).strip())
+                except (json.JSONDecodeError, KeyError, TypeError) as err:
+                    raise PromptSourceError(f"{path}:{number}: expected a JSON object with a \"prompt\" field ({err})") from err
+        else:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    unique = list(dict.fromkeys(p for p in prompts if p))
+    if len(unique) < len(prompts):
+        log.warning("%d empty or repeated prompt(s) dropped", len(prompts) - len(unique))
+    if not unique:
+        raise PromptSourceError(f"prompts={spec!r} holds no prompt")
+    return unique
+
+
+def image_name(prompt_index: int, sample_index: int) -> str:
+    return f"{IMAGES_DIR}/{prompt_index:05d}_{sample_index:02d}.png"
+
+
+def _done_samples(out_dir: Path) -> dict[tuple[str, int], dict]:
+    """Rows of ``generations.jsonl`` whose image exists, by ``(prompt, sample)``."""
+    path = out_dir / GENERATIONS_JSONL
+    done: dict[tuple[str, int], dict] = {}
+    if not path.is_file():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash: that image is generated again
+        if (out_dir / row.get("path", "")).is_file():
+            done[(row["prompt"], int(row["sample"]))] = row
+    return done
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_policy(cfg) -> JanusPolicy:
+    """The policy of ``cfg.model``, with ``cfg.ckpt_path``'s trained weights when given."""
+    import functools
+
+    from hydra.utils import instantiate
+
+    from t2ir1.export import load_policy_weights
+
+    factory = instantiate(cfg.model)
+    # model configs are partials (the training module builds them in configure_model)
+    policy = factory() if isinstance(factory, functools.partial) else factory
+    if cfg.get("ckpt_path"):
+        load_policy_weights(policy, cfg.ckpt_path)
+    return policy.to(_resolve_device(cfg.get("device", "auto")))
+
+
+def write_grid(out_dir: Path, rows: list[dict], max_images: int, columns: int, cell_size: int, cot_chars: int) -> Path:
+    """``grid.png``: each image above its prompt and the start of its CoT."""
+    from t2ir1.lit.grid import captioned_grid
+
+    shown = rows[:max_images]
+    images, captions = [], []
+    for row in shown:
+        with Image.open(out_dir / row["path"]) as image:
+            images.append(image.convert("RGB"))
+        cot = row["cot"]
+        cot_text = "(no CoT)" if cot is None else cot[:cot_chars] + ("…" if len(cot) > cot_chars else "")
+        captions.append(f"{row['prompt']}\nCoT: {cot_text}")
+    grid = captioned_grid(images, captions, columns=columns, cell_size=cell_size)
+    path = out_dir / GRID_PNG
+    staging = path.with_name(path.name + ".tmp")
+    grid.save(staging, format="PNG")
+    staging.replace(path)
+    return path
+
+
+def run(cfg) -> list[dict]:
+    """``python generate.py``: generate what is missing in ``cfg.out_dir``; returns one row per image."""
+    from tqdm import tqdm
+
+    out_dir = Path(str(cfg.out_dir)).expanduser()
+    (out_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    prompts = read_prompts(cfg.prompts)
+    n = int(cfg.n_per_prompt)
+    done = _done_samples(out_dir)
+    todo = [p for p in prompts if not all((p, j) in done for j in range(n))]
+    log.info(
+        "%d prompt(s) x %d image(s) %s semantic CoT; %d prompt(s) already done in %s",
+        len(prompts), n, "with" if cfg.use_cot else "WITHOUT", len(prompts) - len(todo), out_dir,
+    )
+    index_of = {p: i for i, p in enumerate(prompts)}
+    if todo:
+        policy = load_policy(cfg)
+        progress = tqdm(total=len(todo) * n, desc="generate", unit="img")
+        jsonl_path = out_dir / GENERATIONS_JSONL
+
+        def write(batch: list[Sample]) -> None:
+            with jsonl_path.open("a", encoding="utf-8") as handle:
+                for sample in batch:
+                    if (sample.prompt, sample.sample_index) in done:
+                        continue
+                    name = image_name(index_of[sample.prompt], sample.sample_index)
+                    staging = out_dir / (name + ".tmp")
+                    sample.image.save(staging, format="PNG")
+                    staging.replace(out_dir / name)  # an image is either whole or absent
+                    row = {
+                        "prompt_index": index_of[sample.prompt],
+                        "prompt": sample.prompt,
+                        "sample": sample.sample_index,
+                        "cot": sample.cot,
+                        "path": name,
+                        "seed": generation_seed(int(cfg.seed), sample.prompt),
+                    }
+                    handle.write(json.dumps(row) + "\n")
+                    done[(sample.prompt, sample.sample_index)] = row
+            progress.update(len(batch))
+
+        g = cfg.generation
+        try:
+            generate_samples(
+                policy,
+                todo,
+                n_per_prompt=n,
+                use_cot=bool(cfg.use_cot),
+                cfg_weight=float(g.cfg_weight),
+                text_temperature=float(g.text_temperature),
+                image_temperature=float(g.image_temperature),
+                max_new_tokens=int(g.max_new_tokens),
+                reasoning_template=g.reasoning_prompt,
+                batch_size=int(g.batch_size),
+                seed=int(cfg.seed),
+                decode_micro_batch_size=int(g.decode_micro_batch_size),
+                on_batch=write,
+            )
+        finally:
+            progress.close()
+    rows = [done[(p, j)] for p in prompts for j in range(n)]
+    if cfg.grid.enabled:
+        grid = write_grid(out_dir, rows, int(cfg.grid.max_images), int(cfg.grid.columns), int(cfg.grid.cell_size), int(cfg.grid.cot_chars))
+        log.info("grid: %s", grid)
+    log.info("%d image(s) + %s in %s", len(rows), GENERATIONS_JSONL, out_dir)
+    return rows
