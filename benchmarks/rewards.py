@@ -7,6 +7,11 @@ baseline calls the member once per image. On the tiny variants the ratio measure
 how much per-call overhead batching removes (Python, preprocessing, kernel
 launches); on real models and GPUs, larger matrix products add to it.
 
+``color`` has no model: its cost is per-pixel statistics (one nearest-prototype
+search per pixel), which grows with the number of images whatever the batching, and
+its per-call overhead is a small part of it; its ratio is shown for information and
+the >= 3 target does not apply to it.
+
 Usage: python benchmarks/rewards.py [--images 32] [--batch 16] [--repeats 3] [--threads 1]
 """
 
@@ -102,17 +107,27 @@ def main() -> None:
                 lambda m=member: [m([r], [i]) for r, i in zip(records, images, strict=True)], args.repeats
             )
             rows.append((name, args.images / batched, args.images / one_by_one))
+    # members whose cost is pixel statistics, not a model: the ratio target does not apply
+    pixel_only = {"color"}
 
     print(
         f"## Reward throughput on tiny variants ({args.images} images of {args.size}px, batch {args.batch}, {args.device}, {args.threads} thread(s))"
     )
-    print(f"| {'member':8s} | {'batched img/s':>13s} | {'one-by-one img/s':>16s} | {'ratio':>6s} |")
-    print(f"|{'-' * 10}|{'-' * 15}|{'-' * 18}|{'-' * 8}|")
+    print(
+        f"| {'member':8s} | {'batched img/s':>13s} | {'one-by-one img/s':>16s} | {'ratio':>6s} | {'target >= 3':33s} |"
+    )
+    print(f"|{'-' * 10}|{'-' * 15}|{'-' * 18}|{'-' * 8}|{'-' * 35}|")
     for name, batched_rate, single_rate in rows:
-        print(
-            f"| {name:8s} | {batched_rate:13.1f} | {single_rate:16.1f} | {batched_rate / single_rate:6.2f} |"
-        )
-    print("target: ratio >= 3 for each model member")
+        ratio = batched_rate / single_rate
+        if name in pixel_only:
+            verdict = "n/a (no model: pixel statistics)"
+        else:
+            verdict = "met" if ratio >= 3 else "NOT met"
+        print(f"| {name:8s} | {batched_rate:13.1f} | {single_rate:16.1f} | {ratio:6.2f} | {verdict:33s} |")
+    print(
+        "target: ratio >= 3 for each model member (hps, git, gdino, orm); color has no model and its "
+        "per-pixel work grows with the number of images, so batching has little per-call overhead to remove"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ All questions of a micro-batch of images go through ONE forward pass: the
 at each question's last real token. The image encoder runs once per image; a
 forward hook on the visual projection repeats each image's features for its
 questions.
+
+Images are preprocessed as batched tensor ops (``_common``) following the CLIP
+image processor GIT ships with (resize the shortest edge, bicubic; centre crop;
+rescale; normalise); a processor configured otherwise is called as it is.
 """
 
 from __future__ import annotations
@@ -29,12 +33,39 @@ from t2ir1.rewards._common import (
     check_local_path,
     freeze,
     micro_batches,
+    normalise,
     not_setup_error,
+    resize_bicubic,
     resolve_dtype,
+    uint8_groups,
 )
 from t2ir1.rewards.base import RewardOutput
 
 log = logging.getLogger(__name__)
+
+PIL_BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, as image processors store ``resample``
+
+
+def resize_shortest_and_crop(
+    images: Sequence[Image.Image], shortest_edge: int, crop_height: int, crop_width: int
+) -> torch.Tensor:
+    """uint8 ``[B, 3, crop_height, crop_width]``: shortest edge resized to ``shortest_edge`` (bicubic), centre crop.
+
+    The output size rule and crop offsets are those of transformers' CLIP image
+    processor (long side ``int(shortest_edge * long / short)``, offsets rounded down).
+    Requires ``crop_height, crop_width <= shortest_edge``.
+    """
+    out = torch.empty((len(images), 3, crop_height, crop_width), dtype=torch.uint8)  # [B, 3, Hc, Wc]
+    for indices, pixels in uint8_groups(images):  # pixels: [G, 3, H, W]
+        height, width = pixels.shape[-2:]
+        if width <= height:
+            new_height, new_width = int(shortest_edge * height / width), shortest_edge
+        else:
+            new_height, new_width = shortest_edge, int(shortest_edge * width / height)
+        resized = resize_bicubic(pixels, new_height, new_width)  # [G, 3, h, w]
+        top, left = (new_height - crop_height) // 2, (new_width - crop_width) // 2
+        out[indices] = resized[:, :, top : top + crop_height, left : left + crop_width]
+    return out
 
 
 class GitVQAReward:
@@ -93,9 +124,52 @@ class GitVQAReward:
                     f"{self.name}: answer {token!r} is not one known token in {self.model_path}'s tokenizer (ids {ids})"
                 )
             self.answer_ids.append(ids[0])
+        self._tensor_preprocessing = self._clip_settings(self.processor.image_processor)
         if tokenizer.cls_token_id is None:
             raise ValueError(f"{self.name}: the tokenizer of {self.model_path} has no CLS token")
         log.info("%s: loaded %s on %s (%s)", self.name, self.model_path, self.device, self.dtype)
+
+    def _clip_settings(self, image_processor) -> dict | None:
+        """The processor's settings when it is the usual CLIP pipeline the tensor path reproduces, else None."""
+        settings = {name: getattr(image_processor, name, None) for name in ("size", "crop_size")}
+        size, crop = settings["size"], settings["crop_size"]
+        shortest = size.get("shortest_edge") if size is not None else None
+        usual = (
+            shortest is not None
+            and size.get("longest_edge") is None
+            and getattr(image_processor, "do_resize", False)
+            and getattr(image_processor, "resample", None) == PIL_BICUBIC
+            and getattr(image_processor, "do_center_crop", False)
+            and crop is not None
+            and crop.get("height") is not None
+            and max(crop["height"], crop["width"]) <= shortest
+            and getattr(image_processor, "do_rescale", False)
+            and abs(image_processor.rescale_factor - 1 / 255) < 1e-12
+            and getattr(image_processor, "do_normalize", False)
+            and not getattr(image_processor, "do_pad", False)
+        )
+        if not usual:
+            log.info("%s: image processor is not resize+crop CLIP; preprocessing through it", self.name)
+            return None
+        return {
+            "shortest_edge": int(shortest),
+            "crop_height": int(crop["height"]),
+            "crop_width": int(crop["width"]),
+            "mean": torch.tensor(list(image_processor.image_mean), dtype=torch.float32).view(1, 3, 1, 1),
+            "std": torch.tensor(list(image_processor.image_std), dtype=torch.float32).view(1, 3, 1, 1),
+        }
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """``[B, 3, Hc, Wc]`` float32 pixel values for GIT's image encoder."""
+        settings = self._tensor_preprocessing
+        if settings is None:
+            return self.processor.image_processor(
+                [img.convert("RGB") for img in images], return_tensors="pt"
+            ).pixel_values
+        pixels = resize_shortest_and_crop(
+            images, settings["shortest_edge"], settings["crop_height"], settings["crop_width"]
+        )  # uint8 [B, 3, Hc, Wc]
+        return normalise(pixels, settings["mean"], settings["std"])
 
     def phrases(self, record: PromptRecord) -> tuple[str, ...]:
         """The phrases asked about: ``attr_nouns`` when present, else ``nouns``."""
@@ -136,9 +210,9 @@ class GitVQAReward:
         pad_id = self.processor.tokenizer.pad_token_id or 0
         for chunk in micro_batches(len(asked), self.micro_batch_size):
             rows = asked[chunk]
-            pixel_values = self.processor.image_processor(
-                [images[i].convert("RGB") for i in rows], return_tensors="pt"
-            ).pixel_values.to(self.device, self.dtype)  # [U, 3, H, W]
+            pixel_values = self.preprocess([images[i] for i in rows]).to(
+                self.device, self.dtype
+            )  # [U, 3, H, W]
             questions: list[list[int]] = []
             image_of_pair: list[int] = []
             for local, row in enumerate(rows):
