@@ -112,7 +112,9 @@ def export_checkpoint(
     dtype: str | None = None,
 ) -> Path:
     """Write the checkpoint's policy as a transformers Janus directory (model + processor)."""
-    ckpt_path, out = Path(ckpt_path), Path(out_dir)
+    ckpt_path, out = Path(ckpt_path).expanduser(), Path(out_dir)
+    if not ckpt_path.is_file():
+        raise ExportError(f"{ckpt_path}: no such checkpoint (training writes <output_dir>/checkpoints/last.ckpt)")
     policy = base_policy(ckpt_path, base, Path(config_path) if config_path else None)
     load_policy_weights(policy, ckpt_path)
     model = policy.model
