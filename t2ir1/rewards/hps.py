@@ -151,8 +151,13 @@ class HPSReward:
         scores = torch.zeros(len(records), dtype=torch.float32)
         for chunk in micro_batches(len(records), self.micro_batch_size):
             pixels = self.preprocess(images[chunk]).to(self.device, self.dtype)  # [b, 3, S, S]
-            tokens = self.tokenizer([r.prompt for r in records[chunk]]).to(self.device)  # [b, 77]
+            # GRPO scores G images per prompt: encode each distinct prompt once
+            prompts = [r.prompt for r in records[chunk]]
+            position = {prompt: index for index, prompt in enumerate(dict.fromkeys(prompts))}
+            unique = list(position)
+            prompt_index = torch.tensor([position[p] for p in prompts], device=self.device)  # [b]
+            tokens = self.tokenizer(unique).to(self.device)  # [u, 77]
             image_features = self.model.encode_image(pixels, normalize=True)  # [b, D]
-            text_features = self.model.encode_text(tokens, normalize=True)  # [b, D]
+            text_features = self.model.encode_text(tokens, normalize=True)[prompt_index]  # [u, D] -> [b, D]
             scores[chunk] = (image_features.float() * text_features.float()).sum(dim=-1).cpu()
         return RewardOutput(self.name, scores)

@@ -47,6 +47,15 @@ def test_batching_invariance(tiny_hps, records, images):
     batched = reward(records, images).scores
     single = torch.cat([reward([r], [i]).scores for r, i in zip(records, images, strict=True)])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
+    # a GRPO-like batch: each prompt twice, with different images (each prompt's text encoded once)
+    grouped_records = [r for r in records for _ in range(2)]
+    grouped_images = [images[(k + offset) % len(images)] for k in range(len(records)) for offset in (0, 1)]
+    grouped = reward(grouped_records, grouped_images).scores
+    expected = torch.cat(
+        [reward([r], [i]).scores for r, i in zip(grouped_records, grouped_images, strict=True)]
+    )
+    torch.testing.assert_close(grouped, expected, atol=1e-5, rtol=0)
+    assert not torch.equal(grouped[0::2], grouped[1::2])  # same prompt, other image: another score
 
 
 def test_resize_longest_and_pad():
