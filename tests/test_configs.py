@@ -69,8 +69,16 @@ def test_every_yaml_field_has_a_comment_above_it():
     missing = []
     for path in CONF.rglob("*.yaml"):
         lines = path.read_text().splitlines()
+        block_indent = None  # inside a `key: |` block scalar: its lines are text, not fields
         for index, line in enumerate(lines):
             stripped = line.strip()
+            indent = len(line) - len(line.lstrip())
+            if block_indent is not None:
+                if not stripped or indent > block_indent:
+                    continue
+                block_indent = None
+            if stripped.endswith(("|", "|-", ">", ">-")):
+                block_indent = indent
             if not stripped or stripped.startswith(("#", "-")) or ":" not in stripped:
                 continue
             if not stripped.split(":", 1)[1].strip():
