@@ -13,7 +13,14 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from t2ir1.rewards._common import check_local_path, freeze, micro_batches, not_setup_error, resolve_dtype
+from t2ir1.rewards._common import (
+    check_local_path,
+    freeze,
+    micro_batches,
+    not_setup_error,
+    resolve_dtype,
+    single_token_ids,
+)
 from t2ir1.rewards.compositional import Detection
 
 log = logging.getLogger(__name__)
@@ -154,14 +161,7 @@ class BlipVqaJudge:
         )
         self.model = freeze(model).to(self.device)
         tokenizer = self.processor.tokenizer
-        self.answer_ids = []
-        for token in (self.yes_token, self.no_token):
-            ids = tokenizer(token, add_special_tokens=False).input_ids
-            if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
-                raise ValueError(
-                    f"blip: answer {token!r} is not one known token of {self.model_path}'s tokenizer (ids {ids})"
-                )
-            self.answer_ids.append(ids[0])
+        self.answer_ids = single_token_ids(tokenizer, (self.yes_token, self.no_token), "blip", self.model_path)
         log.info("blip: loaded %s on %s", self.model_path, self.device)
 
     @torch.inference_mode()

@@ -100,3 +100,14 @@ def resize_bicubic(pixels: torch.Tensor, height: int, width: int) -> torch.Tenso
 def normalise(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 ``[B, 3, S, S]`` -> float32 ``(pixels / 255 - mean) / std``; ``mean``, ``std`` are ``[1, 3, 1, 1]``."""
     return (pixels.float() / 255.0 - mean) / std
+
+
+def single_token_ids(tokenizer, words, owner: str, model_path) -> list[int]:
+    """The id of each word, which must be one known token (e.g. the VQA answers yes / no)."""
+    found = []
+    for word in words:
+        ids = tokenizer(word, add_special_tokens=False).input_ids
+        if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+            raise ValueError(f"{owner}: answer {word!r} is not one known token of {model_path}'s tokenizer (ids {ids})")
+        found.append(ids[0])
+    return found

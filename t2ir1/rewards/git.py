@@ -37,6 +37,7 @@ from t2ir1.rewards._common import (
     not_setup_error,
     resize_bicubic,
     resolve_dtype,
+    single_token_ids,
     uint8_groups,
 )
 from t2ir1.rewards.base import RewardOutput
@@ -116,14 +117,7 @@ class GitVQAReward:
         )
         self.model = freeze(model).to(self.device)
         tokenizer = self.processor.tokenizer
-        self.answer_ids = []
-        for token in (self.yes_token, self.no_token):
-            ids = tokenizer(token, add_special_tokens=False).input_ids
-            if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
-                raise ValueError(
-                    f"{self.name}: answer {token!r} is not one known token in {self.model_path}'s tokenizer (ids {ids})"
-                )
-            self.answer_ids.append(ids[0])
+        self.answer_ids = single_token_ids(tokenizer, (self.yes_token, self.no_token), self.name, self.model_path)
         self._tensor_preprocessing = self._clip_settings(self.processor.image_processor)
         if tokenizer.cls_token_id is None:
             raise ValueError(f"{self.name}: the tokenizer of {self.model_path} has no CLS token")
