@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -14,6 +15,11 @@ from t2ir1.lit.loggers import finish_wandb
 from t2ir1.lit.module import BiCoTGRPOModule
 
 log = logging.getLogger(__name__)
+
+# Intended, not a problem: frozen Janus parts and the reference stay in eval mode; records
+# are passed through by the datamodule's and the module's identical batch-transfer hooks.
+warnings.filterwarnings("ignore", message=r"Found .* module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device` in both")
 
 
 def _instantiate_group(node: DictConfig | None) -> list:
