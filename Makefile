@@ -37,7 +37,7 @@ bench: $(PY) ## Speed and memory benchmarks (print ratios)
 	$(PY) benchmarks/rewards.py
 
 lint: $(PY) ## Ruff lint
-	$(BIN)/ruff check t2ir1 tests benchmarks train.py
+	$(BIN)/ruff check t2ir1 tests benchmarks train.py eval.py generate.py
 
 clean: ## Remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun wandb .pytest_cache .ruff_cache
