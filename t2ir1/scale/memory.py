@@ -13,7 +13,7 @@ weights) and its parts are counted. The other rows are formulas (bytes per GPU):
     KV cache, image rollout (bf16)          2 * L * (B*G*2) * (P_img + 576) * 2 * n_kv * d_head
     KV cache, text rollout (bf16)           2 * L * (B*G)   * (P_sem + C_max) * 2 * n_kv * d_head
     activations, log-prob pass (bf16)       no AC: 2 * L * R * T * (14 H + 4 I);  AC: 2 * L * R * T * H + one layer's
-    log-prob logits chunk (fp32)            4 * chunk * V_head
+    log-prob logits chunk (fp32)            4 * chunk_logits (algo.logprob_chunk_logits)
     each reward member (its dtype)          bytes_per_param * params
 
 with ``W`` ranks, ``B`` prompts per rank, ``G`` samples per prompt, ``R = B * G`` rows of the
@@ -109,7 +109,7 @@ class StepShape:
     image_prompt_tokens: int = 128
     semantic_prompt_tokens: int = 160
     max_cot_tokens: int = 1024
-    logprob_chunk: int = 1024
+    logprob_chunk_logits: int = 1 << 21
     activation_checkpointing: bool = False
     beta: float = 0.01
     rewards: dict[str, tuple[float, int]] = field(default_factory=lambda: dict(REWARD_MEMBERS))
@@ -148,7 +148,8 @@ def memory_plan(config: JanusConfig, shape: StepShape) -> dict[str, float]:
         activations = 2 * layers * rows * tokens * hidden + 2 * rows * tokens * (14 * hidden + 4 * inter)
     else:
         activations = 2 * layers * rows * tokens * (14 * hidden + 4 * inter)
-    logits = 4 * shape.logprob_chunk * text.vocab_size
+    # the heads hold at most `chunk_logits` fp32 logits at once (algo.logprob_chunk_logits)
+    logits = 4 * min(shape.logprob_chunk_logits, rows * tokens * text.vocab_size)
     plan["KV cache, image rollout (CFG rows)"] = image_kv
     plan["KV cache, text rollout"] = text_kv
     plan["activations, log-prob pass"] = activations
