@@ -14,7 +14,7 @@ CONF = REPO / "conf"
 # The demo experiment on the tiny model, shortened: two prompts x four samples, 8-token CoTs.
 TINY_OVERRIDES = (
     "model=tiny",
-    "experiment=demo",
+    "experiment=tiny",
     "algo.max_new_tokens=8",
     "trainer.enable_progress_bar=false",
 )

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.slow
 
 def _common(tmp: Path, cache: Path, batch_size: int, levels: str) -> list[str]:
     return [
+        "experiment=tiny",
         f"hydra.run.dir={tmp}",
         f"paths.cache_dir={cache}",
         "data.holdout=0",
