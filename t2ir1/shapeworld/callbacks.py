@@ -1,0 +1,294 @@
+"""Held-out ShapeWorld accuracy before and after training, and the reward curve.
+
+:func:`heldout_accuracy` generates one image per held-out record the way the RL loop
+does (semantic CoT, then CFG image tokens, both *sampled*, as GenEval samples its
+images) from per-record generators seeded by ``(seed, prompt_id)`` only, so two
+evaluations of different policies use the same random numbers (common random numbers:
+the before/after difference is not blurred by sampling noise). Each image is read by the
+exact :class:`~t2ir1.shapeworld.detector.ShapeDetector` and judged by
+:func:`~t2ir1.shapeworld.reward.is_correct` (GenEval's "fully correct image"); a category
+scores its fraction of correct images, ``overall`` is the mean over categories.
+
+:class:`HeldoutAccuracyCallback` runs it at ``on_fit_start`` and ``on_fit_end``, logs the
+before/after/delta table, and writes ``heldout_accuracy.json`` / ``.md``, captioned grids of
+held-out samples, and ``reward_curve.png`` (mean reward per step) into ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from t2ir1.data.records import PromptRecord
+from t2ir1.lit.grid import captioned_grid
+from t2ir1.policy.janus import JanusPolicy
+from t2ir1.rollout.sampling import prompt_generators, sample_image_tokens, sample_semantic_cot
+from t2ir1.shapeworld.detector import ShapeDetector
+from t2ir1.shapeworld.prompts import CATEGORIES, HELDOUT_SEED, HELDOUT_SIZE, heldout_records
+from t2ir1.shapeworld.reward import is_correct
+from t2ir1.shapeworld.world import WORLD
+
+log = logging.getLogger(__name__)
+
+
+def record_seed(seed: int, prompt_id: str) -> int:
+    """Sampling seed of one held-out record: a function of the evaluation seed and the record only."""
+    digest = hashlib.sha256(f"heldout/{seed}/{prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@torch.no_grad()
+def generate(
+    policy: JanusPolicy,
+    records: Sequence[PromptRecord],
+    reasoning_template: str | None,
+    system_prompt: str,
+    seed: int = 0,
+    max_new_tokens: int = 40,
+    text_temperature: float = 1.0,
+    image_temperature: float = 1.0,
+    cfg_weight: float = 5.0,
+    batch_size: int = 48,
+) -> tuple[list, list[str | None]]:
+    """One image (PIL) and CoT per record; ``reasoning_template=None`` draws from the bare prompt."""
+    images, cots = [], []
+    was_training = policy.training
+    policy.eval()
+    try:
+        for start in range(0, len(records), batch_size):
+            chunk = records[start : start + batch_size]
+            generators = prompt_generators(
+                [record_seed(seed, r.prompt_id or r.prompt) for r in chunk], policy.device
+            )
+            prompts = [r.prompt for r in chunk]
+            if reasoning_template is None:
+                chunk_cots: list[str | None] = [None] * len(chunk)
+            else:
+                ids, mask = policy.encode_semantic_prompts(prompts, reasoning_template, system_prompt)
+                rollout = sample_semantic_cot(
+                    policy, ids, mask, 1, max_new_tokens, text_temperature, generators
+                )
+                chunk_cots = list(rollout.texts)
+            ids, mask = policy.encode_image_prompts(prompts, chunk_cots)
+            tokens = sample_image_tokens(
+                policy, ids, mask, cfg_weight, image_temperature, generators
+            )  # [n, T]
+            images.extend(policy.to_pil(policy.decode_images(tokens)))
+            cots.extend(chunk_cots)
+    finally:
+        policy.train(was_training)
+    return images, cots
+
+
+def accuracy_table(records: Sequence[PromptRecord], correct: Sequence[bool]) -> dict[str, float]:
+    """Fraction correct per category (those present) and ``overall`` = their mean (GenEval)."""
+    table = {}
+    for category in CATEGORIES:
+        hits = [ok for r, ok in zip(records, correct, strict=True) if r.task_type == category]
+        if hits:
+            table[category] = float(np.mean(hits))
+    table["overall"] = float(np.mean(list(table.values()))) if table else float("nan")
+    return table
+
+
+def heldout_accuracy(
+    policy: JanusPolicy,
+    records: Sequence[PromptRecord],
+    reasoning_template: str | None,
+    system_prompt: str,
+    detector: ShapeDetector | None = None,
+    **generation,
+) -> dict:
+    """Generate, detect and judge: ``{"table": {category: acc, "overall": acc}, "correct", "cots", "images"}``."""
+    detector = detector or ShapeDetector(WORLD)
+    images, cots = generate(policy, records, reasoning_template, system_prompt, **generation)
+    detections = detector.detect(images)
+    correct = [is_correct(r, d) for r, d in zip(records, detections, strict=True)]
+    return {"table": accuracy_table(records, correct), "correct": correct, "cots": cots, "images": images}
+
+
+def format_table(before: dict[str, float], after: dict[str, float] | None = None) -> str:
+    """A markdown table of accuracies (percent), with after and delta columns when given."""
+    keys = [k for k in (*CATEGORIES, "overall") if k in before]
+    if after is None:
+        lines = ["| category | accuracy |", "|---|---|"]
+        lines += [f"| {k} | {100 * before[k]:.1f} |" for k in keys]
+    else:
+        lines = ["| category | before | after | delta |", "|---|---|---|---|"]
+        lines += [
+            f"| {k} | {100 * before[k]:.1f} | {100 * after[k]:.1f} | {100 * (after[k] - before[k]):+.1f} |"
+            for k in keys
+        ]
+    return "\n".join(lines)
+
+
+def plot_reward_curve(
+    steps: Sequence[int], rewards: Sequence[float], path: Path, window: int = 20, title: str = ""
+) -> None:
+    """Mean reward per step and its moving average over ``window`` steps, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=120)
+    axis.plot(steps, rewards, color="tab:blue", alpha=0.35, linewidth=1, label="mean reward per step")
+    if len(rewards) >= window:
+        smooth = np.convolve(rewards, np.ones(window) / window, mode="valid")
+        axis.plot(
+            steps[window - 1 :], smooth, color="tab:blue", linewidth=2, label=f"moving average ({window})"
+        )
+    axis.set_xlabel("optimiser step")
+    axis.set_ylabel("reward")
+    axis.set_title(title or "ShapeWorld reward during BiCoT-GRPO")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+class HeldoutAccuracyCallback(L.Callback):
+    """Held-out ShapeWorld accuracy at the start and end of ``fit``, plus the reward curve.
+
+    Args:
+        out_dir: where ``heldout_accuracy.json`` / ``.md``, the grids and ``reward_curve.png`` go.
+        num_prompts: held-out records (:func:`~t2ir1.shapeworld.prompts.heldout_records`, >= 200).
+        heldout_seed: which held-out set (the training stream excludes the same one).
+        seed: sampling seed (the same for before and after).
+        use_cot: sample the semantic CoT first (as trained); False evaluates the bare prompt.
+        max_new_tokens, text_temperature, image_temperature, cfg_weight: generation settings.
+        batch_size: records generated at once.
+        color_threshold, min_area, min_score: detector settings.
+        grid_images: held-out samples shown in each grid (0: none).
+        plot_window: moving-average window of the reward curve.
+    """
+
+    def __init__(
+        self,
+        out_dir: str = "heldout",
+        num_prompts: int = HELDOUT_SIZE,
+        heldout_seed: int = HELDOUT_SEED,
+        seed: int = 0,
+        use_cot: bool = True,
+        max_new_tokens: int = 40,
+        text_temperature: float = 1.0,
+        image_temperature: float = 1.0,
+        cfg_weight: float = 5.0,
+        batch_size: int = 48,
+        color_threshold: float = 60.0,
+        min_area: int = 16,
+        min_score: float = 0.5,
+        grid_images: int = 24,
+        plot_window: int = 20,
+    ):
+        if num_prompts < 1:
+            raise ValueError(f"HeldoutAccuracyCallback: num_prompts must be >= 1, got {num_prompts}")
+        self.out_dir = Path(out_dir)
+        self.records = heldout_records(num_prompts, heldout_seed)
+        self.seed = seed
+        self.use_cot = use_cot
+        self.generation = {
+            "max_new_tokens": max_new_tokens,
+            "text_temperature": text_temperature,
+            "image_temperature": image_temperature,
+            "cfg_weight": cfg_weight,
+            "batch_size": batch_size,
+        }
+        self.detector = ShapeDetector(
+            WORLD, color_threshold=color_threshold, min_area=min_area, min_score=min_score
+        )
+        self.grid_images = grid_images
+        self.plot_window = plot_window
+        self.before: dict[str, float] | None = None
+        self.after: dict[str, float] | None = None
+        self.steps: list[int] = []
+        self.rewards: list[float] = []
+        self.train_correct: list[float] = []
+
+    def evaluate(self, pl_module, tag: str) -> dict[str, float]:
+        """Held-out accuracy table of ``pl_module.policy`` (also writes ``heldout_{tag}.png``)."""
+        start = time.perf_counter()
+        template = pl_module.reasoning_template if self.use_cot else None
+        result = heldout_accuracy(
+            pl_module.policy,
+            self.records,
+            template,
+            pl_module.settings.system_prompt,
+            self.detector,
+            seed=self.seed,
+            **self.generation,
+        )
+        log.info(
+            "held-out accuracy (%s, %d prompts, %.0fs): %.1f%% overall",
+            tag, len(self.records), time.perf_counter() - start, 100 * result["table"]["overall"],
+        )  # fmt: skip
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.grid_images:
+            count = min(self.grid_images, len(self.records))
+            captions = [
+                f"{r.prompt}\nCoT: {c if c is not None else '(none)'}\n{'correct' if ok else 'wrong'}"
+                for r, c, ok in zip(self.records[:count], result["cots"], result["correct"], strict=False)
+            ]
+            captioned_grid(result["images"][:count], captions, columns=6, cell_size=160).save(
+                self.out_dir / f"heldout_{tag}.png"
+            )
+        rows = [
+            {"prompt_id": r.prompt_id, "prompt": r.prompt, "category": r.task_type, "cot": c, "correct": ok}
+            for r, c, ok in zip(self.records, result["cots"], result["correct"], strict=True)
+        ]
+        with open(self.out_dir / f"heldout_{tag}.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
+        return result["table"]
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self.before = self.evaluate(pl_module, "before")
+            log.info("held-out accuracy before training (%%):\n%s", format_table(self.before))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        rollout = getattr(pl_module, "last_rollout", None)
+        if rollout is None or rollout.rewards is None:
+            return
+        self.steps.append(trainer.global_step)
+        self.rewards.append(float(rollout.rewards.scores.float().mean()))
+        member = rollout.rewards.extras.get("members", {}).get("shapeworld", {})
+        if "correct" in member:
+            self.train_correct.append(float(member["correct"].float().mean()))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        self.after = self.evaluate(pl_module, "after")
+        table = format_table(self.before, self.after) if self.before else format_table(self.after)
+        log.info("held-out accuracy, %d prompts (%%):\n%s", len(self.records), table)
+        summary = {
+            "num_prompts": len(self.records),
+            "seed": self.seed,
+            "use_cot": self.use_cot,
+            "generation": self.generation,
+            "before": self.before,
+            "after": self.after,
+            "steps": self.steps,
+            "rewards": self.rewards,
+            "train_correct": self.train_correct,
+        }
+        (self.out_dir / "heldout_accuracy.json").write_text(
+            json.dumps(summary, indent=2) + "\n", encoding="utf-8"
+        )
+        (self.out_dir / "heldout_accuracy.md").write_text(table + "\n", encoding="utf-8")
+        if self.rewards:
+            plot_reward_curve(
+                self.steps,
+                self.rewards,
+                self.out_dir / "reward_curve.png",
+                window=min(self.plot_window, len(self.rewards)),
+            )
