@@ -94,6 +94,10 @@ class ShapeWorldReward:
         nms_iou: NMS IoU of the counting rule.
         partial_weight: counting rule's credit when some but not all are found (paper: 0.2).
         normalize_spatial: divide the spatial rule by its maximum ``2 * detected_weight + 0.5``.
+        strict_weight: weight ``w`` of the strict verdict (:func:`is_correct`) in the score,
+            ``(1 - w) * score + w * correct`` (0: the rule/attribute score alone). The rules give
+            credit for every detected noun and ignore extra objects; ``w > 0`` also pays for
+            exact counts, as the held-out accuracy does.
         reference_quirks: reproduce the original's position-rule bugs (REFERENCE §3).
         name: member name in logs.
     """
@@ -111,6 +115,7 @@ class ShapeWorldReward:
         normalize_spatial: bool = True,
         reference_quirks: bool = False,
         name: str = "shapeworld",
+        strict_weight: float = 0.0,
         world: WorldSpec = WORLD,
     ) -> None:
         if near_threshold <= 0:
@@ -119,7 +124,10 @@ class ShapeWorldReward:
             raise ValueError(
                 f"ShapeWorldReward: detected_weight must be in [0, 0.25] so scores stay <= 1, got {detected_weight}"
             )
+        if not 0.0 <= strict_weight <= 1.0:
+            raise ValueError(f"ShapeWorldReward: strict_weight must be in [0, 1], got {strict_weight}")
         self.name = name
+        self.strict_weight = float(strict_weight)
         self.world = world
         self.detector = ShapeDetector(
             world, color_threshold=color_threshold, min_area=min_area, min_score=min_score
@@ -161,11 +169,12 @@ class ShapeWorldReward:
     def score_one(
         self, record: PromptRecord, detections: Sequence[Detection], image_size: tuple[int, int]
     ) -> float:
-        """Rule score, averaged with the attribute score when the record names colours."""
+        """Rule score, averaged with the attribute score when the record names colours, then
+        mixed with the strict verdict by ``strict_weight``."""
         rule = self.rule_score(record, detections, image_size)
-        if not record.attr_nouns:
-            return rule
-        return (rule + attribute_score(record, detections)) / 2
+        score = (rule + attribute_score(record, detections)) / 2 if record.attr_nouns else rule
+        verdict = float(is_correct(record, detections, self.world))
+        return (1.0 - self.strict_weight) * score + self.strict_weight * verdict
 
     def __call__(self, records: Sequence[PromptRecord], images: Sequence[Image.Image]) -> RewardOutput:
         """Score ``images[i]`` against ``records[i]``: ``scores`` ``[B]`` float32 on CPU."""
@@ -181,8 +190,10 @@ class ShapeWorldReward:
             attribute = attribute_score(record, found)
             rules.append(rule)
             attributes.append(attribute)
-            scores.append((rule + attribute) / 2 if record.attr_nouns else rule)
-            correct.append(is_correct(record, found, self.world))
+            verdict = is_correct(record, found, self.world)
+            score = (rule + attribute) / 2 if record.attr_nouns else rule
+            scores.append((1.0 - self.strict_weight) * score + self.strict_weight * float(verdict))
+            correct.append(verdict)
         return RewardOutput(
             name=self.name,
             scores=torch.tensor(scores, dtype=torch.float32),
