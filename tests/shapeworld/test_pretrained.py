@@ -1,0 +1,175 @@
+"""The shipped ShapeWorld checkpoint and the recipe that builds it."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from t2ir1.policy.janus import CheckpointError, JanusPolicy
+from t2ir1.policy.prompts import DEFAULT_REASONING_PROMPT, SYSTEM_PROMPT, image_prompt, semantic_prompt
+from t2ir1.shapeworld import CHECKPOINT_DIR, checkpoint_path, load_policy
+from t2ir1.shapeworld.detector import ShapeDetector
+from t2ir1.shapeworld.pretrain import (
+    PretrainConfig,
+    from_pixels,
+    pretrain,
+    quantize,
+    sft_examples,
+    to_pixels,
+)
+from t2ir1.shapeworld.prompts import heldout_records, scene_for, scene_seed, training_records
+from t2ir1.shapeworld.render import render
+from t2ir1.shapeworld.reward import is_correct
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+# The issue's size limit of the shipped checkpoint.
+MAX_CHECKPOINT_BYTES = 10 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def policy() -> JanusPolicy:
+    return load_policy()
+
+
+def test_shipped_checkpoint_is_small_safetensors_with_processor():
+    path = checkpoint_path()
+    files = {p.name for p in path.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files)  # safetensors only
+    assert sum(p.stat().st_size for p in path.iterdir()) <= MAX_CHECKPOINT_BYTES
+
+
+def test_loads_through_the_model_config_like_any_checkpoint(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["model=shapeworld", f"paths.output_dir={tmp_path}"])
+    policy = instantiate(cfg.model)()
+    assert isinstance(policy, JanusPolicy)
+    # 64x64 images in 8x8 patches: 8 x 8 = 64 image tokens (what the world and detector use)
+    assert policy.image_size == 64 and policy.num_image_tokens == 64
+    assert next(policy.parameters()).dtype == torch.float32
+    # RL trains the language model and lm_head only (REFERENCE §1)
+    assert policy.lm_head.weight.requires_grad
+    assert not policy.model.model.vqmodel.quantize.embedding.weight.requires_grad
+
+
+def test_missing_checkpoint_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no such directory"):
+        load_policy(tmp_path / "nowhere")
+
+
+def test_recipe_figures_are_recorded_with_the_checkpoint():
+    recipe = json.loads((CHECKPOINT_DIR / "pretrain.json").read_text())
+    figures = recipe["figures"]
+    # the detector reads VQ reconstructions of ground-truth scenes (measured at build time)
+    assert figures["vq"]["gt_accuracy"] == 1.0
+    assert figures["vq"]["recon_accuracy"] >= 0.8
+    assert recipe["config"]["seed"] == 0
+
+
+def test_vq_reconstructions_of_ground_truth_scenes_are_read_by_the_detector(policy):
+    records = heldout_records(24)
+    scenes = [scene_for(r, scene_seed(r, seed=7)) for r in records]
+    vq = policy.model.model.vqmodel
+    with torch.no_grad():
+        codes = vq.encode(to_pixels([render(s) for s in scenes])).image_tokens.view(len(scenes), -1)
+    decoded = policy.decode_images(codes)  # [N, 64, 64, 3] uint8, the RL loop's own decode
+    detections = ShapeDetector().detect(list(decoded.numpy()))
+    correct = [is_correct(r, d) for r, d in zip(records, detections, strict=True)]
+    assert sum(correct) >= 0.75 * len(correct)
+
+
+def test_tokenizer_knows_the_world_and_the_special_tokens(policy):
+    tokenizer = policy.tokenizer
+    ids = tokenizer(semantic_prompt("a photo of two red crosses", DEFAULT_REASONING_PROMPT, SYSTEM_PROMPT))[
+        "input_ids"
+    ]
+    assert ids[0] == tokenizer.bos_token_id
+    # the tokenizer was trained on the world's texts: every shape and colour word is one BPE token
+    for word in ("circle", "square", "triangle", "cross", "red", "green", "blue", "yellow", "purple"):
+        assert len(tokenizer(" " + word, add_special_tokens=False)["input_ids"]) == 1, word
+    assert tokenizer.convert_tokens_to_ids(tokenizer.boi_token) != tokenizer.unk_token_id
+
+
+def test_pretrained_model_describes_a_prompt_greedily(policy):
+    # Greedy decoding of the semantic CoT names the prompt's shape and colour (SFT target:
+    # "A red square at the <region>."), ends with EOS within 40 tokens.
+    from t2ir1.rollout.sampling import sample_semantic_cot
+
+    ids, mask = policy.encode_semantic_prompts(
+        ["a photo of a red square"], DEFAULT_REASONING_PROMPT, SYSTEM_PROMPT
+    )
+    rollout = sample_semantic_cot(policy, ids, mask, group_size=1, max_new_tokens=40, temperature=0.0)
+    text = rollout.texts[0].lower()
+    assert "red square" in text
+    assert rollout.completion_ids[0, rollout.completion_mask[0].sum() - 1] == policy.eos_id
+
+
+def test_quantize_uses_unit_codes_and_agrees_with_transformers_encode(policy):
+    vq = policy.model.model.vqmodel
+    # the shipped codebook is kept at unit norm, so Euclidean argmin (transformers) == cosine argmax (training)
+    norms = vq.quantize.embedding.weight.norm(dim=-1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4)
+    pixels = to_pixels([render(scene_for(r, 3)) for r in heldout_records(4)])
+    with torch.no_grad():
+        latents = vq.quant_conv(vq.encoder(pixels))  # [4, 8, 8, 8]
+        quantized, codes, losses = quantize(vq, latents)
+        assert torch.equal(codes, vq.encode(pixels).image_tokens.view(4, -1))
+    expected = F.normalize(vq.quantize.embedding.weight, dim=-1)[codes]  # [4, 64, D]
+    assert torch.allclose(quantized.permute(0, 2, 3, 1).reshape(4, 64, -1), expected, atol=1e-6)
+    assert losses.shape == (2,) and (losses >= 0).all()
+
+
+def test_pixels_round_trip():
+    image = render(scene_for(heldout_records(1)[0], 0))
+    pixels = to_pixels([image])  # [1, 3, 64, 64] in [-1, 1]
+    assert pixels.min() >= -1 and pixels.max() <= 1
+    # 255 -> 1.0 -> (1 + 1) / 2 * 255 = 255; 20 -> -0.843 -> 20
+    assert (from_pixels(pixels)[0] == np.array(image)).all()
+
+
+def test_sft_examples_use_the_rl_prompt_builders(policy):
+    tokenizer = policy.tokenizer
+    records = training_records(2)
+    descriptions = ["A red square at the top.", "Two blue circles at the left."]
+    examples = sft_examples(tokenizer, records, descriptions)
+    assert tokenizer.decode(examples["semantic"][0], skip_special_tokens=False).endswith(
+        semantic_prompt(records[0].prompt, DEFAULT_REASONING_PROMPT, SYSTEM_PROMPT)
+    )
+    # the completion is " " + description + EOS, as sampled after "<|Assistant|>:"
+    assert examples["completion"][1][-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(examples["completion"][1][:-1]) == " Two blue circles at the left."
+    # image prompts end in <begin_of_image>; the bare variant has no description
+    image_text = tokenizer.decode(examples["image_prompt"][0])
+    assert image_text.endswith(image_prompt(records[0].prompt, descriptions[0]) + tokenizer.boi_token)
+    assert tokenizer.decode(examples["bare_image_prompt"][0]).endswith(
+        image_prompt(records[0].prompt, None) + tokenizer.boi_token
+    )
+
+
+def test_recipe_end_to_end_at_toy_length_writes_a_loadable_checkpoint(tmp_path):
+    cfg = PretrainConfig(
+        num_scenes=24,
+        vq_steps=3,
+        vq_full_steps=1,
+        vq_batch_size=4,
+        sft_steps=2,
+        sft_text_batch_size=2,
+        sft_image_batch_size=2,
+        sft_warmup_steps=1,
+        recon_eval_size=6,
+        threads=1,
+    )
+    figures = pretrain(tmp_path / "ckpt", cfg)
+    assert set(figures) >= {"vq", "sft", "total_seconds"}
+    policy = load_policy(tmp_path / "ckpt")
+    assert policy.num_image_tokens == 64
+    vq = policy.model.model.vqmodel
+    assert torch.allclose(
+        vq.quantize.embedding.weight.norm(dim=-1), torch.ones(vq.quantize.num_embeddings), atol=1e-4
+    )
+    assert not list((tmp_path).glob("*.tmp*"))  # staging directory renamed into place
