@@ -171,8 +171,9 @@ def test_reward_config_instantiates_an_ensemble():
     }
     ensemble.setup("cpu")
     output = ensemble([RECORDS["colors"]] * 2, [render(CORRECT["colors"]), render(WRONG["colors"][0])])
-    # Weighted: 0.5 * [1.0, 0.5].
-    assert output.scores.tolist() == pytest.approx([0.5, 0.25])
+    # The config mixes half rules, half strict verdict: correct = 0.5 * 1.0 + 0.5 * 1 = 1.0,
+    # wrong colour = 0.5 * 0.5 + 0.5 * 0 = 0.25; weighted by 0.5: [0.5, 0.125].
+    assert output.scores.tolist() == pytest.approx([0.5, 0.125])
 
 
 def test_data_config_builds_the_training_stream():
