@@ -14,11 +14,9 @@ import torch
 from PIL import Image
 
 from t2ir1.rewards._common import (
-    check_local_path,
-    freeze,
+    load_frozen,
     micro_batches,
     not_setup_error,
-    resolve_dtype,
     single_token_ids,
 )
 from t2ir1.rewards.compositional import Detection
@@ -45,20 +43,13 @@ class ClipJudge:
         self.model = None
 
     def setup(self, device: str = "cpu") -> None:
-        from transformers import AutoProcessor, CLIPModel
+        from transformers import CLIPModel
 
         if self.model is not None:
             return
-        check_local_path("clip", self.model_path, "model_path")
-        self.device = torch.device(device)
-        self.dtype = resolve_dtype(self.dtype_name, self.device)
-        self.processor = AutoProcessor.from_pretrained(
-            self.model_path, local_files_only=self.local_files_only
+        self.processor, self.model, self.device, self.dtype = load_frozen(
+            "clip", CLIPModel, self.model_path, self.dtype_name, device, self.local_files_only
         )
-        model = CLIPModel.from_pretrained(
-            self.model_path, dtype=self.dtype, local_files_only=self.local_files_only
-        )
-        self.model = freeze(model).to(self.device)
         log.info("clip: loaded %s on %s", self.model_path, self.device)
 
     @torch.inference_mode()
@@ -146,20 +137,13 @@ class BlipVqaJudge:
         self.model = None
 
     def setup(self, device: str = "cpu") -> None:
-        from transformers import AutoProcessor, BlipForQuestionAnswering
+        from transformers import BlipForQuestionAnswering
 
         if self.model is not None:
             return
-        check_local_path("blip", self.model_path, "model_path")
-        self.device = torch.device(device)
-        self.dtype = resolve_dtype(self.dtype_name, self.device)
-        self.processor = AutoProcessor.from_pretrained(
-            self.model_path, local_files_only=self.local_files_only
+        self.processor, self.model, self.device, self.dtype = load_frozen(
+            "blip", BlipForQuestionAnswering, self.model_path, self.dtype_name, device, self.local_files_only
         )
-        model = BlipForQuestionAnswering.from_pretrained(
-            self.model_path, dtype=self.dtype, local_files_only=self.local_files_only
-        )
-        self.model = freeze(model).to(self.device)
         tokenizer = self.processor.tokenizer
         self.answer_ids = single_token_ids(tokenizer, (self.yes_token, self.no_token), "blip", self.model_path)
         log.info("blip: loaded %s on %s", self.model_path, self.device)

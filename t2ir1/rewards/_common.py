@@ -111,3 +111,19 @@ def single_token_ids(tokenizer, words, owner: str, model_path) -> list[int]:
             raise ValueError(f"{owner}: answer {word!r} is not one known token of {model_path}'s tokenizer (ids {ids})")
         found.append(ids[0])
     return found
+
+
+def load_frozen(owner: str, model_cls, model_path, dtype_name: str, device, local_files_only: bool):
+    """Processor and frozen model of a transformers checkpoint, on ``device`` in ``dtype_name``.
+
+    Returns ``(processor, model, device, dtype)``; a missing local path fails with a message
+    naming ``owner``'s ``model_path`` setting.
+    """
+    from transformers import AutoProcessor
+
+    check_local_path(owner, model_path, "model_path")
+    device = torch.device(device)
+    dtype = resolve_dtype(dtype_name, device)
+    processor = AutoProcessor.from_pretrained(model_path, local_files_only=local_files_only)
+    model = model_cls.from_pretrained(model_path, dtype=dtype, local_files_only=local_files_only)
+    return processor, freeze(model).to(device), device, dtype

@@ -30,11 +30,9 @@ from PIL import Image
 from t2ir1.data.records import PromptRecord
 from t2ir1.rewards._common import (
     check_inputs,
-    check_local_path,
-    freeze,
+    load_frozen,
     micro_batches,
     not_setup_error,
-    resolve_dtype,
 )
 from t2ir1.rewards.base import RewardOutput
 from t2ir1.rewards.compositional import Detection, compositional_score
@@ -131,22 +129,15 @@ class GroundingDinoReward:
 
     def setup(self, device: torch.device | str = "cpu") -> None:
         """Load the detector and its processor (fast tokenizer required for offsets); freeze."""
-        from transformers import AutoProcessor, GroundingDinoForObjectDetection
+        from transformers import GroundingDinoForObjectDetection
 
-        check_local_path(self.name, self.model_path, "model_path")
-        self.device = torch.device(device)
-        self.dtype = resolve_dtype(self.dtype_name, self.device)
-        self.processor = AutoProcessor.from_pretrained(
-            self.model_path, local_files_only=self.local_files_only
+        self.processor, self.model, self.device, self.dtype = load_frozen(
+            self.name, GroundingDinoForObjectDetection, self.model_path, self.dtype_name, device, self.local_files_only
         )
         if not getattr(self.processor.tokenizer, "is_fast", False):
             raise ValueError(
                 f"{self.name}: {self.model_path} has no fast tokenizer; character offsets need one"
             )
-        model = GroundingDinoForObjectDetection.from_pretrained(
-            self.model_path, dtype=self.dtype, local_files_only=self.local_files_only
-        )
-        self.model = freeze(model).to(self.device)
         log.info("%s: loaded %s on %s (%s)", self.name, self.model_path, self.device, self.dtype)
 
     @torch.inference_mode()

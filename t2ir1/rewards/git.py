@@ -30,13 +30,11 @@ from PIL import Image
 from t2ir1.data.records import PromptRecord
 from t2ir1.rewards._common import (
     check_inputs,
-    check_local_path,
-    freeze,
+    load_frozen,
     micro_batches,
     normalise,
     not_setup_error,
     resize_bicubic,
-    resolve_dtype,
     single_token_ids,
     uint8_groups,
 )
@@ -104,18 +102,11 @@ class GitVQAReward:
 
     def setup(self, device: torch.device | str = "cpu") -> None:
         """Load ``GitForCausalLM`` and its processor from ``model_path``; freeze."""
-        from transformers import AutoProcessor, GitForCausalLM
+        from transformers import GitForCausalLM
 
-        check_local_path(self.name, self.model_path, "model_path")
-        self.device = torch.device(device)
-        self.dtype = resolve_dtype(self.dtype_name, self.device)
-        self.processor = AutoProcessor.from_pretrained(
-            self.model_path, local_files_only=self.local_files_only
+        self.processor, self.model, self.device, self.dtype = load_frozen(
+            self.name, GitForCausalLM, self.model_path, self.dtype_name, device, self.local_files_only
         )
-        model = GitForCausalLM.from_pretrained(
-            self.model_path, dtype=self.dtype, local_files_only=self.local_files_only
-        )
-        self.model = freeze(model).to(self.device)
         tokenizer = self.processor.tokenizer
         self.answer_ids = single_token_ids(tokenizer, (self.yes_token, self.no_token), self.name, self.model_path)
         self._tensor_preprocessing = self._clip_settings(self.processor.image_processor)

@@ -35,6 +35,7 @@ from t2ir1.rewards._common import (
     not_setup_error,
     resize_bicubic,
     resolve_dtype,
+    single_token_ids,
     uint8_groups,
 )
 from t2ir1.rewards.base import RewardOutput
@@ -122,17 +123,6 @@ class OutcomeRewardModel:
         self.local_files_only = local_files_only
         self.model = None
 
-    def _single_token_ids(self, words: Sequence[str]) -> list[int]:
-        ids = []
-        for word in words:
-            token_ids = self.tokenizer(word, add_special_tokens=False).input_ids
-            if len(token_ids) != 1 or token_ids[0] == self.tokenizer.unk_token_id:
-                raise ValueError(
-                    f"{self.name}: answer {word!r} is not one token in {self.model_path}'s tokenizer ({token_ids})"
-                )
-            ids.append(token_ids[0])
-        return ids
-
     def setup(self, device: torch.device | str = "cpu") -> None:
         """Load the LLaVA-OneVision judge, its tokenizer and image statistics; freeze."""
         from transformers import AutoImageProcessor, AutoTokenizer, LlavaOnevisionForConditionalGeneration
@@ -156,8 +146,8 @@ class OutcomeRewardModel:
         self.image_std = torch.tensor(list(image_processor.image_std), dtype=torch.float32).view(1, 3, 1, 1)
         self.pad_colour = tuple(int(m * 255) for m in image_processor.image_mean)
         self.image_token_id = int(config.image_token_id)
-        self.yes_ids = self._single_token_ids(self.yes_tokens)
-        self.no_ids = self._single_token_ids(self.no_tokens)
+        self.yes_ids = single_token_ids(self.tokenizer, self.yes_tokens, self.name, self.model_path)
+        self.no_ids = single_token_ids(self.tokenizer, self.no_tokens, self.name, self.model_path)
         pad_id = self.tokenizer.pad_token_id
         self.pad_id = int(pad_id if pad_id is not None else self.tokenizer.eos_token_id or 0)
         log.info("%s: loaded %s on %s (%s)", self.name, self.model_path, self.device, self.dtype)
