@@ -39,7 +39,7 @@ class ShapeWorldBenchmark(Benchmark):
         n_per_prompt: int = 4,
         heldout_seed: int = HELDOUT_SEED,
         heldout_size: int = HELDOUT_SIZE,
-        color_threshold: float = 80.0,
+        color_threshold: float = 60.0,
         min_area: int = 16,
         min_score: float = 0.5,
         name: str = "shapeworld",

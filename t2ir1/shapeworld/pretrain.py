@@ -126,6 +126,9 @@ class PretrainConfig:
     recon_eval_size: int = 240
     # Torch CPU threads.
     threads: int = 2
+    # Reuse the VQ model of this checkpoint directory instead of training one (stage 2 skipped;
+    # for iterating on the SFT stage). None: train the VQ model (the shipped recipe).
+    vq_from: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -424,7 +427,14 @@ def pretrain(out_dir: str | os.PathLike, cfg: PretrainConfig | None = None) -> d
     tokenizer = processor.tokenizer
 
     vq = model.model.vqmodel
-    figures = {"vq": train_vq(vq, images, cfg, generator)}
+    if cfg.vq_from is None:
+        figures = {"vq": train_vq(vq, images, cfg, generator)}
+    else:
+        figures = {"vq": {"reused_from": str(cfg.vq_from)}}
+        donor = JanusForConditionalGeneration.from_pretrained(cfg.vq_from, dtype=torch.float32)
+        vq.load_state_dict(donor.model.vqmodel.state_dict())
+        vq.eval()
+        del donor
     vq.requires_grad_(False)
     detector = ShapeDetector(WORLD)
     figures["vq"].update(reconstruction_accuracy(vq, heldout_records(cfg.recon_eval_size), detector))
@@ -462,6 +472,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vq-steps", type=int, default=PretrainConfig.vq_steps)
     parser.add_argument("--sft-steps", type=int, default=PretrainConfig.sft_steps)
     parser.add_argument("--threads", type=int, default=PretrainConfig.threads)
+    parser.add_argument(
+        "--vq-from", default=None, help="reuse the VQ model of this checkpoint (skips the VQ stage)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = replace(
@@ -471,6 +484,7 @@ def main(argv: list[str] | None = None) -> dict:
         vq_steps=args.vq_steps,
         sft_steps=args.sft_steps,
         threads=args.threads,
+        vq_from=args.vq_from,
     )
     return pretrain(args.out, cfg)
 

@@ -56,9 +56,19 @@ class WorldSpec:
     background: tuple[int, int, int] = BACKGROUND
     # Square images, side in pixels (the tiny Janus VQ uses 8x8 px patches: 8x8 tokens at 64).
     image_size: int = 64
-    # Objects are square boxes with a side in [min_object_size, max_object_size].
-    min_object_size: int = 12
-    max_object_size: int = 24
+    # Objects are square boxes with a side in [min_object_size, max_object_size]. The default
+    # world has one size, 3 x 3 grid cells: at 2 x 2 cells (12 px) the 8 px patches of a VQ
+    # model hold a quarter shape each and circles, squares and crosses blur into each other.
+    min_object_size: int = 20
+    max_object_size: int = 20
+    # Placement grid in pixels (0: free placement). With a grid, an object fills whole cells
+    # (k x k of them) less `cell_inset` pixels on every side, so its side is
+    # grid * k - 2 * cell_inset and its box starts at grid * c + cell_inset. A grid equal to the
+    # VQ patch size makes every object a fixed set of patches: the tokens of a scene are then
+    # determined by (shape, colour, size, cell), which a tiny image model can learn.
+    grid: int = 8
+    # Pixels between an object and the edges of its cells (two adjacent objects: 2 x this apart).
+    cell_inset: int = 2
     # Empty pixels kept between any two object boxes (so components never touch).
     object_gap: int = 3
     # Empty pixels kept between any object box and the image border.
@@ -86,6 +96,30 @@ class WorldSpec:
             raise SceneError(
                 f"WorldSpec.max_object_size {self.max_object_size} plus border does not fit image_size {self.image_size}"
             )
+        if self.grid:
+            if self.image_size % self.grid or self.cell_inset < self.border:
+                raise SceneError(
+                    f"WorldSpec.grid {self.grid} must divide image_size {self.image_size} and cell_inset "
+                    f"{self.cell_inset} must be >= border {self.border}"
+                )
+            if 2 * self.cell_inset < self.object_gap:
+                raise SceneError(
+                    f"WorldSpec: adjacent grid objects are 2 * cell_inset = {2 * self.cell_inset} px apart, "
+                    f"less than object_gap {self.object_gap}; raise cell_inset"
+                )
+            if not self.object_sizes:
+                raise SceneError(
+                    f"WorldSpec: no side grid * k - 2 * cell_inset (grid {self.grid}, inset {self.cell_inset}) "
+                    f"lies in [{self.min_object_size}, {self.max_object_size}]"
+                )
+
+    @property
+    def object_sizes(self) -> tuple[int, ...]:
+        """Every allowed object side in pixels, ascending."""
+        sides = range(self.min_object_size, self.max_object_size + 1)
+        if not self.grid:
+            return tuple(sides)
+        return tuple(s for s in sides if (s + 2 * self.cell_inset) % self.grid == 0)
 
     @property
     def color_names(self) -> tuple[str, ...]:
@@ -225,10 +259,21 @@ def random_scene(
 
 
 def sample_box(rng: np.random.Generator, size: int, world: WorldSpec = WORLD) -> Box:
-    """A uniformly placed square box of side ``size`` inside the border."""
+    """A uniformly placed square box of side ``size`` inside the border (on the grid, if any)."""
+    if world.grid:
+        cells = (size + 2 * world.cell_inset) // world.grid
+        cx, cy = (int(v) for v in rng.integers(0, world.image_size // world.grid - cells + 1, 2))
+        x0, y0 = world.grid * cx + world.cell_inset, world.grid * cy + world.cell_inset
+        return (x0, y0, x0 + size, y0 + size)
     low, high = world.border, world.image_size - world.border - size
     x0, y0 = (int(v) for v in rng.integers(low, high + 1, 2))
     return (x0, y0, x0 + size, y0 + size)
+
+
+def sample_size(rng: np.random.Generator, world: WorldSpec = WORLD, largest: int | None = None) -> int:
+    """A uniform allowed object side (``world.object_sizes``), at most ``largest`` when given."""
+    sizes = [s for s in world.object_sizes if largest is None or s <= largest] or [world.object_sizes[0]]
+    return int(sizes[int(rng.integers(len(sizes)))])
 
 
 def fits(box: Box, others: Sequence[Box], world: WorldSpec = WORLD) -> bool:
@@ -245,7 +290,7 @@ def place_boxes(
 ) -> list[Box]:
     """``num_objects`` new non-overlapping square boxes that also keep clear of ``existing``.
 
-    Sizes are uniform in ``[min_object_size, max_object_size]``; after every
+    Sizes are uniform over ``world.object_sizes``; after every
     ``max_tries // 8`` failed attempts the largest allowed size shrinks by a
     quarter of the range, so crowded scenes still place (deterministically per ``rng``).
     """
@@ -261,8 +306,7 @@ def place_boxes(
         )
         boxes: list[Box] = []
         for _ in range(num_objects):
-            size = int(rng.integers(world.min_object_size, largest + 1))
-            box = sample_box(rng, size, world)
+            box = sample_box(rng, sample_size(rng, world, largest), world)
             if not fits(box, [*existing, *boxes], world):
                 break
             boxes.append(box)
@@ -321,14 +365,20 @@ def place_pair(
     Near relations are built directly (box2 beside box1 in a random direction at a
     random gap); directional ones by rejection over uniform placements.
     """
-    low, high = world.min_object_size, world.max_object_size
     for _ in range(max_tries):
-        size1, size2 = (int(s) for s in rng.integers(low, high + 1, 2))
+        size1, size2 = sample_size(rng, world), sample_size(rng, world)
         box1 = sample_box(rng, size1, world)
         if locality in NEAR:
-            gap = int(rng.integers(world.object_gap, world.near_gap + 1))
-            # Cross-axis offset of box2's start, keeping the two spans overlapping.
-            shift = int(rng.integers(-size2 + 1, size1))
+            if world.grid:
+                # adjacent cells; box2's cells start within box1's span on the other axis
+                gap = 2 * world.cell_inset
+                cells1 = (size1 + 2 * world.cell_inset) // world.grid
+                cells2 = (size2 + 2 * world.cell_inset) // world.grid
+                shift = world.grid * int(rng.integers(-cells2 + 1, cells1))
+            else:
+                gap = int(rng.integers(world.object_gap, world.near_gap + 1))
+                # Cross-axis offset of box2's start, keeping the two spans overlapping.
+                shift = int(rng.integers(-size2 + 1, size1))
             x0, y0, x1, y1 = box1
             side = int(rng.integers(4))
             if side == 0:  # right of box1

@@ -86,6 +86,47 @@ def test_random_scenes_are_valid_and_deterministic():
     assert random_scene(np.random.default_rng(7)) != random_scene(np.random.default_rng(8))
 
 
+def test_default_world_places_objects_on_the_patch_grid():
+    # 20 px objects fill 3 x 3 cells of 8 px less 2 px on each side: boxes start at 8 * c + 2
+    assert WORLD.object_sizes == (20,)
+    for seed in range(100):
+        for obj in random_scene(np.random.default_rng(seed)).objects:
+            x0, y0, x1, y1 = obj.box
+            assert x0 % 8 == 2 and y0 % 8 == 2 and x1 - x0 == 20 == y1 - y0
+
+
+def test_adjacent_grid_cells_are_next_to_each_other():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        first, second = place_pair(rng, "next to")
+        # two objects in neighbouring cells: 2 * cell_inset = 4 px apart, within near_gap
+        assert box_gap(first, second) == 4
+        assert (first[0] - second[0]) % 8 == 0 and (first[1] - second[1]) % 8 == 0
+
+
+def test_free_placement_without_a_grid():
+    world = WorldSpec(grid=0, min_object_size=12, max_object_size=24)
+    assert world.object_sizes == tuple(range(12, 25))
+    sizes = {
+        o.size for seed in range(100) for o in random_scene(np.random.default_rng(seed), world=world).objects
+    }
+    offsets = {
+        o.box[0] % 8
+        for seed in range(100)
+        for o in random_scene(np.random.default_rng(seed), world=world).objects
+    }
+    assert len(sizes) > 5 and len(offsets) > 4
+
+
+def test_grid_world_validation_names_the_problem():
+    with pytest.raises(SceneError, match="must divide image_size"):
+        WorldSpec(grid=7)
+    with pytest.raises(SceneError, match="raise cell_inset"):
+        WorldSpec(cell_inset=1, border=1)
+    with pytest.raises(SceneError, match="no side"):
+        WorldSpec(min_object_size=13, max_object_size=15)
+
+
 def test_crowded_scenes_still_place():
     for seed in range(100):
         assert len(random_scene(np.random.default_rng(seed), num_objects=4).objects) == 4
