@@ -8,7 +8,8 @@ token), each with ``heldout/heldout_accuracy.json`` written by
 ``before`` table of the runs (the same start checkpoint, evaluated with the run's seed):
 with CoT from the bicot runs (identical to the semantic runs' before tables), without CoT
 from the token runs. Writes ``results.json``, ``results.md`` (mean +- std over seeds, per
-category), ``accuracy.png`` and ``reward_curves.png`` into ``--out``.
+category), ``accuracy.png``, ``reward_curves.png`` and (when the runs evaluated during
+training) ``heldout_curves.png`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -127,6 +128,39 @@ def plot_rewards(runs: dict[str, dict[int, dict]], path: Path, window: int = 10)
     plt.close(figure)
 
 
+def plot_heldout_history(runs: dict[str, dict[int, dict]], path: Path) -> bool:
+    """Held-out overall accuracy against the step (runs with ``every_n_steps``): mean over seeds, thin lines = seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4), dpi=120)
+    colors = {"bicot": "tab:red", "semantic": "tab:green", "token": "tab:blue"}
+    drawn = False
+    for arm, seeds in sorted(runs.items()):
+        curves = [summary.get("history", []) for _, summary in sorted(seeds.items())]
+        curves = [c for c in curves if len(c) > 2]
+        if not curves:
+            continue
+        steps = [entry["step"] for entry in curves[0]]
+        values = np.array([[100 * e["overall"] for e in c] for c in curves if len(c) == len(steps)])
+        for row in values:
+            axis.plot(steps, row, color=colors.get(arm, "gray"), alpha=0.25, linewidth=1)
+        axis.plot(steps, values.mean(0), color=colors.get(arm, "gray"), linewidth=2, label=f"{arm} (mean)")
+        drawn = True
+    if drawn:
+        axis.set_xlabel("optimiser step")
+        axis.set_ylabel("held-out accuracy, overall (%)")
+        axis.set_title("ShapeWorld held-out accuracy during training")
+        axis.legend()
+        axis.grid(alpha=0.3)
+        figure.tight_layout()
+        figure.savefig(path)
+    plt.close(figure)
+    return drawn
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs_dir", type=Path)
@@ -143,6 +177,7 @@ def main() -> None:
     (args.out / "results.md").write_text(text, encoding="utf-8")
     plot_accuracy(table, args.out / "accuracy.png")
     plot_rewards(runs, args.out / "reward_curves.png")
+    plot_heldout_history(runs, args.out / "heldout_curves.png")
     log.info("%s", text)
 
 

@@ -4,7 +4,7 @@
 #   STEPS=200 SEEDS="0 1 2" bash experiments/shapeworld/run_ablation.sh   # the full budget (the demo's)
 # Every run: 2 CPU threads; RUNS (default outputs/shapeworld_ablation) gets one directory per run.
 set -euo pipefail
-STEPS=${STEPS:-200}
+STEPS=${STEPS:-300}
 SEEDS=${SEEDS:-"0 1 2"}
 ARMS=${ARMS:-"bicot semantic token"}
 RUNS=${RUNS:-outputs/shapeworld_ablation}

@@ -170,6 +170,8 @@ class HeldoutAccuracyCallback(L.Callback):
         color_threshold, min_area, min_score: detector settings.
         grid_images: held-out samples shown in each grid (0: none).
         plot_window: moving-average window of the reward curve.
+        every_n_steps: also evaluate every this many optimiser steps (0: only before and after);
+            each result is logged as ``heldout/<category>`` and kept in the JSON's ``history``.
     """
 
     def __init__(
@@ -189,9 +191,12 @@ class HeldoutAccuracyCallback(L.Callback):
         min_score: float = 0.5,
         grid_images: int = 24,
         plot_window: int = 20,
+        every_n_steps: int = 0,
     ):
         if num_prompts < 1:
             raise ValueError(f"HeldoutAccuracyCallback: num_prompts must be >= 1, got {num_prompts}")
+        if every_n_steps < 0:
+            raise ValueError(f"HeldoutAccuracyCallback: every_n_steps must be >= 0, got {every_n_steps}")
         self.out_dir = Path(out_dir)
         self.records = heldout_records(num_prompts, heldout_seed)
         self.seed = seed
@@ -208,14 +213,16 @@ class HeldoutAccuracyCallback(L.Callback):
         )
         self.grid_images = grid_images
         self.plot_window = plot_window
+        self.every_n_steps = every_n_steps
+        self.history: list[dict] = []
         self.before: dict[str, float] | None = None
         self.after: dict[str, float] | None = None
         self.steps: list[int] = []
         self.rewards: list[float] = []
         self.train_correct: list[float] = []
 
-    def evaluate(self, pl_module, tag: str) -> dict[str, float]:
-        """Held-out accuracy table of ``pl_module.policy`` (also writes ``heldout_{tag}.png``)."""
+    def evaluate(self, pl_module, tag: str, files: bool = True) -> dict[str, float]:
+        """Held-out accuracy table of ``pl_module.policy`` (``files``: also ``heldout_{tag}.png`` / ``.jsonl``)."""
         start = time.perf_counter()
         template = pl_module.reasoning_template if self.use_cot else None
         result = heldout_accuracy(
@@ -231,6 +238,8 @@ class HeldoutAccuracyCallback(L.Callback):
             "held-out accuracy (%s, %d prompts, %.0fs): %.1f%% overall",
             tag, len(self.records), time.perf_counter() - start, 100 * result["table"]["overall"],
         )  # fmt: skip
+        if not files:
+            return result["table"]
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.grid_images:
             count = min(self.grid_images, len(self.records))
@@ -252,6 +261,7 @@ class HeldoutAccuracyCallback(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         if trainer.is_global_zero:
             self.before = self.evaluate(pl_module, "before")
+            self.history = [{"step": trainer.global_step, **self.before}]
             log.info("held-out accuracy before training (%%):\n%s", format_table(self.before))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
@@ -263,11 +273,21 @@ class HeldoutAccuracyCallback(L.Callback):
         member = rollout.rewards.extras.get("members", {}).get("shapeworld", {})
         if "correct" in member:
             self.train_correct.append(float(member["correct"].float().mean()))
+        step = trainer.global_step
+        if self.every_n_steps and step % self.every_n_steps == 0 and step < (trainer.max_steps or -1):
+            # the policy is identical on every rank; rank 0 evaluates, every rank logs nothing else
+            if trainer.is_global_zero:
+                table = self.evaluate(pl_module, f"step{step}", files=False)
+                self.history.append({"step": step, **table})
+                pl_module.log_dict(
+                    {f"heldout/{key}": value for key, value in table.items()}, rank_zero_only=True
+                )
 
     def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
         self.after = self.evaluate(pl_module, "after")
+        self.history.append({"step": trainer.global_step, **self.after})
         table = format_table(self.before, self.after) if self.before else format_table(self.after)
         log.info("held-out accuracy, %d prompts (%%):\n%s", len(self.records), table)
         summary = {
@@ -280,6 +300,7 @@ class HeldoutAccuracyCallback(L.Callback):
             "steps": self.steps,
             "rewards": self.rewards,
             "train_correct": self.train_correct,
+            "history": self.history,
         }
         (self.out_dir / "heldout_accuracy.json").write_text(
             json.dumps(summary, indent=2) + "\n", encoding="utf-8"

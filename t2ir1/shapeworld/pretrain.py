@@ -98,7 +98,7 @@ class PretrainConfig:
     # Training prompts (one ground-truth scene each): VQ images and SFT pairs.
     num_scenes: int = 6000
     # VQ stage: optimiser steps, images per step, Adam learning rate.
-    vq_steps: int = 5000
+    vq_steps: int = 2000
     vq_batch_size: int = 16
     vq_lr: float = 2e-3
     # Side of the random grid-aligned crops the VQ trains on (4x cheaper than full 64 px images;
@@ -112,7 +112,7 @@ class PretrainConfig:
     # Steps between restarts of codes no image used since the last restart.
     vq_restart_every: int = 50
     # SFT stage: optimiser steps, text rows and image rows per step, AdamW learning rate.
-    sft_steps: int = 1500
+    sft_steps: int = 5000
     sft_text_batch_size: int = 16
     sft_image_batch_size: int = 32
     sft_lr: float = 2e-3
@@ -442,7 +442,9 @@ def pretrain(out_dir: str | os.PathLike, cfg: PretrainConfig | None = None) -> d
 
     codes = vq_encode(vq, images)  # [N, T]
     examples = sft_examples(tokenizer, records, descriptions)
-    figures["sft"] = train_sft(model, tokenizer, examples, codes, cfg, generator)
+    # The SFT stage draws from its own generator, so a run with --vq-from equals a full run.
+    sft_generator = torch.Generator().manual_seed(cfg.seed)
+    figures["sft"] = train_sft(model, tokenizer, examples, codes, cfg, sft_generator)
 
     model.save_pretrained(staging, safe_serialization=True)
     processor.save_pretrained(staging)

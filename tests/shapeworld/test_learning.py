@@ -127,3 +127,41 @@ def test_grpo_run_raises_the_reward(tmp_path):
     welch_t = (last.mean() - first.mean()) / math.sqrt(first.var(ddof=1) / window + last.var(ddof=1) / window)
     assert last.mean() - first.mean() > 0.04, (first.mean(), last.mean())
     assert welch_t > 2.5, welch_t
+
+
+def test_demo_run_writes_the_heldout_tables_curve_and_history(tmp_path):
+    """Three demo steps with an evaluation every step: before, steps 1 and 2, after in the history."""
+    from t2ir1.train import run
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=demo",
+                f"paths.output_dir={tmp_path}",
+                "logger=csv",
+                "trainer.max_steps=3",
+                "trainer.enable_progress_bar=false",
+                "data.batch_size=2",
+                "algo.group_size=2",
+                "callbacks.heldout.num_prompts=6",
+                "callbacks.heldout.every_n_steps=1",
+                "callbacks.heldout.grid_images=6",
+                "callbacks.sample_grid.every_n_steps=2",
+                "callbacks.checkpoint=null",
+                "run_name=test",
+            ],
+        )
+    run(cfg)
+    out = tmp_path / "heldout"
+    summary = json.loads((out / "heldout_accuracy.json").read_text())
+    assert [entry["step"] for entry in summary["history"]] == [0, 1, 2, 3]
+    assert summary["history"][0]["overall"] == summary["before"]["overall"]
+    assert summary["history"][-1]["overall"] == summary["after"]["overall"]
+    assert len(summary["rewards"]) == 3
+    for name in ("heldout_before.png", "heldout_after.png", "reward_curve.png", "heldout_accuracy.md"):
+        assert (out / name).is_file(), name
+    table = (out / "heldout_accuracy.md").read_text()
+    assert table.splitlines()[0] == "| category | before | after | delta |"
+    metrics = (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    assert "heldout/overall" in metrics
