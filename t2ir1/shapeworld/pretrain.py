@@ -282,23 +282,17 @@ def reconstruction_accuracy(vq, records: list[PromptRecord], detector: ShapeDete
 
 
 # ---------------------------------------------------------------------------- SFT stage
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_rows(rows: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows`` of token ids as ``ids``, ``mask`` ``[len(rows), longest]``, padded on ``side`` ("left"/"right")."""
+    if side not in ("left", "right"):
+        raise ValueError(f"pad_rows: side must be 'left' or 'right', got {side!r}")
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row)
-        mask[i, width - len(row) :] = 1
-    return ids, mask
-
-
-def _right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
+        span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        ids[i, span] = torch.tensor(row)
+        mask[i, span] = 1
     return ids, mask
 
 
@@ -347,8 +341,8 @@ def train_sft(model, tokenizer, examples: dict, codes: torch.Tensor, cfg: Pretra
     text_losses, image_losses, start = [], [], time.perf_counter()
     for step in range(cfg.sft_steps):
         rows = torch.randint(0, n, (cfg.sft_text_batch_size,), generator=generator).tolist()
-        prompt_ids, prompt_mask = _left_pad([examples["semantic"][i] for i in rows], pad)
-        completion_ids, completion_mask = _right_pad([examples["completion"][i] for i in rows], pad)
+        prompt_ids, prompt_mask = pad_rows([examples["semantic"][i] for i in rows], pad, "left")
+        completion_ids, completion_mask = pad_rows([examples["completion"][i] for i in rows], pad, "right")
         text_lp = text_logprobs(
             core.language_model, model.lm_head, prompt_ids, prompt_mask, completion_ids, completion_mask
         )
@@ -357,12 +351,13 @@ def train_sft(model, tokenizer, examples: dict, codes: torch.Tensor, cfg: Pretra
         rows = torch.randint(0, n, (cfg.sft_image_batch_size,), generator=generator).tolist()
         draw = torch.rand(len(rows), generator=generator)
         bare = (draw >= cfg.uncond_prob) & (draw < cfg.uncond_prob + cfg.no_cot_prob)
-        image_ids, image_mask = _left_pad(
+        image_ids, image_mask = pad_rows(
             [
                 examples["bare_image_prompt" if b else "image_prompt"][i]
                 for i, b in zip(rows, bare.tolist(), strict=True)
             ],
             pad,
+            "left",
         )
         drop = draw < cfg.uncond_prob
         image_ids = torch.where(drop[:, None], unconditional_ids(image_ids, bos, boi, pad), image_ids)

@@ -172,9 +172,14 @@ class ShapeWorldReward:
         """Rule score, averaged with the attribute score when the record names colours, then
         mixed with the strict verdict by ``strict_weight``."""
         rule = self.rule_score(record, detections, image_size)
-        score = (rule + attribute_score(record, detections)) / 2 if record.attr_nouns else rule
-        verdict = float(is_correct(record, detections, self.world))
-        return (1.0 - self.strict_weight) * score + self.strict_weight * verdict
+        verdict = is_correct(record, detections, self.world)
+        return self.combine(record, rule, attribute_score(record, detections), verdict)
+
+    def combine(self, record: PromptRecord, rule: float, attribute: float, verdict: bool) -> float:
+        """The score from its parts: rule (averaged with attribute when the record names colours),
+        then ``(1 - strict_weight) * score + strict_weight * verdict``."""
+        score = (rule + attribute) / 2 if record.attr_nouns else rule
+        return (1.0 - self.strict_weight) * score + self.strict_weight * float(verdict)
 
     def __call__(self, records: Sequence[PromptRecord], images: Sequence[Image.Image]) -> RewardOutput:
         """Score ``images[i]`` against ``records[i]``: ``scores`` ``[B]`` float32 on CPU."""
@@ -191,8 +196,7 @@ class ShapeWorldReward:
             rules.append(rule)
             attributes.append(attribute)
             verdict = is_correct(record, found, self.world)
-            score = (rule + attribute) / 2 if record.attr_nouns else rule
-            scores.append((1.0 - self.strict_weight) * score + self.strict_weight * float(verdict))
+            scores.append(self.combine(record, rule, attribute, verdict))
             correct.append(verdict)
         return RewardOutput(
             name=self.name,

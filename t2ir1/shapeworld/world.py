@@ -121,6 +121,10 @@ class WorldSpec:
             return tuple(sides)
         return tuple(s for s in sides if (s + 2 * self.cell_inset) % self.grid == 0)
 
+    def cells(self, size: int) -> int:
+        """Grid cells spanned by an object of side ``size`` (its box plus the inset on both sides)."""
+        return (size + 2 * self.cell_inset) // self.grid
+
     @property
     def color_names(self) -> tuple[str, ...]:
         return tuple(self.colors)
@@ -261,8 +265,7 @@ def random_scene(
 def sample_box(rng: np.random.Generator, size: int, world: WorldSpec = WORLD) -> Box:
     """A uniformly placed square box of side ``size`` inside the border (on the grid, if any)."""
     if world.grid:
-        cells = (size + 2 * world.cell_inset) // world.grid
-        cx, cy = (int(v) for v in rng.integers(0, world.image_size // world.grid - cells + 1, 2))
+        cx, cy = (int(v) for v in rng.integers(0, world.image_size // world.grid - world.cells(size) + 1, 2))
         x0, y0 = world.grid * cx + world.cell_inset, world.grid * cy + world.cell_inset
         return (x0, y0, x0 + size, y0 + size)
     low, high = world.border, world.image_size - world.border - size
@@ -372,9 +375,7 @@ def place_pair(
             if world.grid:
                 # adjacent cells; box2's cells start within box1's span on the other axis
                 gap = 2 * world.cell_inset
-                cells1 = (size1 + 2 * world.cell_inset) // world.grid
-                cells2 = (size2 + 2 * world.cell_inset) // world.grid
-                shift = world.grid * int(rng.integers(-cells2 + 1, cells1))
+                shift = world.grid * int(rng.integers(-world.cells(size2) + 1, world.cells(size1)))
             else:
                 gap = int(rng.integers(world.object_gap, world.near_gap + 1))
                 # Cross-axis offset of box2's start, keeping the two spans overlapping.

@@ -17,6 +17,7 @@ from t2ir1.shapeworld.detector import ShapeDetector
 from t2ir1.shapeworld.pretrain import (
     PretrainConfig,
     from_pixels,
+    pad_rows,
     pretrain,
     quantize,
     sft_examples,
@@ -130,6 +131,16 @@ def test_pixels_round_trip():
     assert pixels.min() >= -1 and pixels.max() <= 1
     # 255 -> 1.0 -> (1 + 1) / 2 * 255 = 255; 20 -> -0.843 -> 20
     assert (from_pixels(pixels)[0] == np.array(image)).all()
+
+
+def test_pad_rows_pads_on_the_asked_side():
+    rows = [[5, 6, 7], [8]]
+    ids, mask = pad_rows(rows, 0, "left")
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    ids, mask = pad_rows(rows, 0, "right")
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    with pytest.raises(ValueError, match="side must be 'left' or 'right'"):
+        pad_rows(rows, 0, "middle")
 
 
 def test_sft_examples_use_the_rl_prompt_builders(policy):
