@@ -131,7 +131,8 @@ def sample_image_tokens(
 
     Conditional and unconditional rows go through the language model in one forward per
     step (``2N`` rows) with a KV cache; ``logits = uncond + w * (cond - uncond)`` from the
-    generation head.
+    generation head. At ``w == 1`` the guided logits are the conditional ones, so only the
+    ``N`` conditional rows run (half the work, same distribution).
 
     Args:
         prompt_ids, prompt_mask: ``[N, P]`` left-padded image prompts ending in ``<begin_of_image>``.
@@ -142,22 +143,28 @@ def sample_image_tokens(
     lm = policy.language_model
     n_rows = prompt_ids.shape[0]
     rows_per_generator = n_rows // len(generators) if generators else n_rows
-    uncond = unconditional_ids(prompt_ids, policy.bos_id, policy.boi_id, policy.pad_id)
-    both_ids = torch.cat([prompt_ids, uncond])  # [2N, P]
-    mask = torch.cat([prompt_mask, prompt_mask])  # [2N, P]
+    guided_rows = cfg_weight != 1.0
+    if guided_rows:
+        uncond = unconditional_ids(prompt_ids, policy.bos_id, policy.boi_id, policy.pad_id)
+        both_ids = torch.cat([prompt_ids, uncond])  # [2N, P]
+        mask = torch.cat([prompt_mask, prompt_mask])  # [2N, P]
+    else:
+        both_ids, mask = prompt_ids, prompt_mask  # [N, P]: w = 1 needs no unconditional row
     cache = DynamicCache()
     out = lm(input_ids=both_ids, attention_mask=mask, position_ids=positions_from_mask(mask), past_key_values=cache, use_cache=True)
     positions = positions_from_mask(mask)[:, -1:]
     image_tokens = torch.empty(n_rows, policy.num_image_tokens, dtype=torch.long, device=prompt_ids.device)
     for step in range(policy.num_image_tokens):
-        logits = policy.generation_head(out.last_hidden_state[:, -1])  # [2N, V_img]
-        cond, uncond_logits = logits[:n_rows], logits[n_rows:]
-        guided = uncond_logits + cfg_weight * (cond - uncond_logits)  # [N, V_img]
-        next_token = sample_from_logits(guided, temperature, generators, rows_per_generator)
+        logits = policy.generation_head(out.last_hidden_state[:, -1])  # [2N or N, V_img]
+        if guided_rows:
+            cond, uncond_logits = logits[:n_rows], logits[n_rows:]
+            logits = uncond_logits + cfg_weight * (cond - uncond_logits)  # [N, V_img]
+        next_token = sample_from_logits(logits, temperature, generators, rows_per_generator)
         image_tokens[:, step] = next_token
         if step + 1 == policy.num_image_tokens:
             break
-        embeds = policy.embed_image_tokens(torch.cat([next_token, next_token])[:, None])  # [2N, 1, H]
+        fed = torch.cat([next_token, next_token]) if guided_rows else next_token
+        embeds = policy.embed_image_tokens(fed[:, None])  # [2N or N, 1, H]
         positions = positions + 1
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = lm(

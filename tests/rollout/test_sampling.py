@@ -65,3 +65,26 @@ def test_gumbel_sampling_follows_the_softmax():
     assert torch.allclose(freq, torch.softmax(logits[0], 0), atol=0.01)
     cold = sample_from_logits(logits[:100], temperature=0.0, generators=None, rows_per_generator=100)
     assert (cold == 2).all()
+
+
+def test_cfg_weight_one_samples_from_the_conditional_rows_alone(tiny_policy):
+    # w = 1 skips the unconditional rows: its greedy tokens must equal a cache-free greedy decoding of
+    # the conditional rows (full forward per token), and differ from a real guidance weight
+    from t2ir1.policy.logprobs import positions_from_mask
+
+    batch = ["a red cube left of a blue ball", "two green cups"]
+    ids, mask = tiny_policy.encode_image_prompts(batch, [None] * len(batch))
+    ours = sample_image_tokens(tiny_policy, ids, mask, cfg_weight=1.0, temperature=0.0)
+    lm = tiny_policy.language_model
+    embeds = lm.get_input_embeddings()(ids)
+    full_mask = mask
+    expected = []
+    with torch.no_grad():
+        for _ in range(tiny_policy.num_image_tokens):
+            hidden = lm(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions_from_mask(full_mask))
+            token = tiny_policy.generation_head(hidden.last_hidden_state[:, -1]).argmax(-1)
+            expected.append(token)
+            embeds = torch.cat([embeds, tiny_policy.embed_image_tokens(token[:, None])], dim=1)
+            full_mask = torch.cat([full_mask, torch.ones_like(full_mask[:, :1])], dim=1)
+    assert torch.equal(ours, torch.stack(expected, dim=1))
+    assert not torch.equal(ours, sample_image_tokens(tiny_policy, ids, mask, cfg_weight=5.0, temperature=0.0))
