@@ -95,9 +95,9 @@ def test_demo_experiment_composes_with_the_shapeworld_pieces(tmp_path):
 
 @pytest.mark.slow
 def test_grpo_run_raises_the_reward(tmp_path):
-    """The demo's training run (fixed seeds, 300 steps, ~5 min on 2 idle cores; only the held-out
-    evaluation is shortened, which does not touch the training's random numbers): the mean reward
-    of the last 100 steps beats the first 100, measured as a Welch t statistic over per-step means.
+    """The first 300 steps of the demo's training run (fixed seeds, ~5 min on 2 idle cores; only the
+    held-out evaluation is shortened, which does not touch the training's random numbers): the mean
+    reward of the last 100 steps beats the first 100, measured as a Welch t statistic over per-step means.
 
     Measured (seed 0, experiments/shapeworld/README.md): first 100 steps 0.543, last 100 0.582,
     t = 1.74 (one-sided p ~ 0.04). The rise is modest: most of the per-step spread is which
