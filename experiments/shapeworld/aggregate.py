@@ -33,6 +33,8 @@ ARMS = {
     "BiCoT (both)": ("bicot", "after"),
 }
 COLUMNS = (*CATEGORIES, "overall")
+# One colour per RL arm in every plot.
+ARM_COLORS = {"bicot": "tab:red", "semantic": "tab:green", "token": "tab:blue"}
 
 
 def load_runs(runs_dir: Path) -> dict[str, dict[int, dict]]:
@@ -107,7 +109,6 @@ def plot_rewards(runs: dict[str, dict[int, dict]], path: Path, window: int = 10)
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4), dpi=120)
-    colors = {"bicot": "tab:red", "semantic": "tab:green", "token": "tab:blue"}
     for arm, seeds in sorted(runs.items()):
         for seed, summary in sorted(seeds.items()):
             rewards = np.asarray(summary["rewards"])
@@ -115,7 +116,7 @@ def plot_rewards(runs: dict[str, dict[int, dict]], path: Path, window: int = 10)
                 continue
             smooth = np.convolve(rewards, np.ones(window) / window, mode="valid")
             axis.plot(
-                np.arange(window, len(rewards) + 1), smooth, color=colors.get(arm, "gray"), alpha=0.8,
+                np.arange(window, len(rewards) + 1), smooth, color=ARM_COLORS.get(arm, "gray"), alpha=0.8,
                 label=arm if seed == min(seeds) else None,
             )  # fmt: skip
     axis.set_xlabel("optimiser step")
@@ -136,7 +137,6 @@ def plot_heldout_history(runs: dict[str, dict[int, dict]], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4), dpi=120)
-    colors = {"bicot": "tab:red", "semantic": "tab:green", "token": "tab:blue"}
     drawn = False
     for arm, seeds in sorted(runs.items()):
         curves = [summary.get("history", []) for _, summary in sorted(seeds.items())]
@@ -146,8 +146,8 @@ def plot_heldout_history(runs: dict[str, dict[int, dict]], path: Path) -> bool:
         steps = [entry["step"] for entry in curves[0]]
         values = np.array([[100 * e["overall"] for e in c] for c in curves if len(c) == len(steps)])
         for row in values:
-            axis.plot(steps, row, color=colors.get(arm, "gray"), alpha=0.25, linewidth=1)
-        axis.plot(steps, values.mean(0), color=colors.get(arm, "gray"), linewidth=2, label=f"{arm} (mean)")
+            axis.plot(steps, row, color=ARM_COLORS.get(arm, "gray"), alpha=0.25, linewidth=1)
+        axis.plot(steps, values.mean(0), color=ARM_COLORS.get(arm, "gray"), linewidth=2, label=f"{arm} (mean)")
         drawn = True
     if drawn:
         axis.set_xlabel("optimiser step")

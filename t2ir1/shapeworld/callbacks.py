@@ -274,7 +274,12 @@ class HeldoutAccuracyCallback(L.Callback):
         if "correct" in member:
             self.train_correct.append(float(member["correct"].float().mean()))
         step = trainer.global_step
-        if self.every_n_steps and step % self.every_n_steps == 0 and step < (trainer.max_steps or -1):
+        due = self.every_n_steps and step % self.every_n_steps == 0
+        # the last step is the "after" evaluation; with gradient accumulation several micro-batches
+        # end on one optimiser step, and only the first of them evaluates
+        unlimited = trainer.max_steps is None or trainer.max_steps < 0
+        fresh = not self.history or self.history[-1]["step"] != step
+        if due and fresh and (unlimited or step < trainer.max_steps):
             # the policy is identical on every rank; rank 0 evaluates, every rank logs nothing else
             if trainer.is_global_zero:
                 table = self.evaluate(pl_module, f"step{step}", files=False)

@@ -171,3 +171,31 @@ def test_demo_run_writes_the_heldout_tables_curve_and_history(tmp_path):
     assert table.splitlines()[0] == "| category | before | after | delta |"
     metrics = (tmp_path / "metrics.csv").read_text().splitlines()[0]
     assert "heldout/overall" in metrics
+
+
+def test_heldout_history_has_one_entry_per_step_under_gradient_accumulation(tmp_path):
+    """Two micro-batches end on each optimiser step; the step is evaluated once, not twice."""
+    from t2ir1.train import run
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=demo",
+                f"paths.output_dir={tmp_path}",
+                "logger=csv",
+                "trainer.max_steps=2",
+                "trainer.accumulate_grad_batches=2",
+                "trainer.enable_progress_bar=false",
+                "data.batch_size=2",
+                "algo.group_size=2",
+                "callbacks.heldout.num_prompts=6",
+                "callbacks.heldout.every_n_steps=1",
+                "callbacks.heldout.grid_images=6",
+                "callbacks.checkpoint=null",
+                "run_name=test",
+            ],
+        )
+    run(cfg)
+    summary = json.loads((tmp_path / "heldout" / "heldout_accuracy.json").read_text())
+    assert [entry["step"] for entry in summary["history"]] == [0, 1, 2]
