@@ -25,17 +25,45 @@ def _sequence_mean(per_token: Tensor, mask: Tensor) -> Tensor:
     return (row_sums / row_lengths).mean()
 
 
-def _dr_grpo(per_token: Tensor, mask: Tensor) -> Tensor:
-    """Masked sum divided by the constant ``N * T_max`` (Dr. GRPO, arXiv 2503.20783): no length bias."""
-    return (per_token * mask).sum() / mask.numel()
+def _dr_grpo(per_token: Tensor, mask: Tensor, max_tokens_per_row: int | None = None) -> Tensor:
+    """Masked sum divided by the constant ``N * max_tokens_per_row`` (Dr. GRPO, arXiv 2503.20783).
+
+    ``max_tokens_per_row`` is the most tokens a row can hold (the sum of the trained levels'
+    maximum lengths: ``max_new_tokens`` and/or ``num_image_tokens``), not this batch's padded
+    width ``T``, which changes with every batch's longest CoT and so would re-weight batches.
+    """
+    if max_tokens_per_row is None:
+        raise ValueError(
+            "aggregation 'dr_grpo' needs max_tokens_per_row (the sum of the trained levels' maximum "
+            "lengths, max_new_tokens and/or num_image_tokens); the batch's padded width is not a constant"
+        )
+    if max_tokens_per_row < mask.shape[1]:
+        raise ValueError(
+            f"max_tokens_per_row={max_tokens_per_row} is smaller than the batch width {mask.shape[1]}; "
+            "it must be the maximum completion length of the trained levels"
+        )
+    return (per_token * mask).sum() / (mask.shape[0] * max_tokens_per_row)
+
+
+def _token_mean_agg(per_token: Tensor, mask: Tensor, max_tokens_per_row: int | None = None) -> Tensor:
+    return _token_mean(per_token, mask)
+
+
+def _sequence_mean_agg(per_token: Tensor, mask: Tensor, max_tokens_per_row: int | None = None) -> Tensor:
+    return _sequence_mean(per_token, mask)
 
 
 # How per-token losses become one scalar; chosen by name from the algo config.
-AGGREGATIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "token_mean": _token_mean,
-    "sequence_mean": _sequence_mean,
+AGGREGATIONS: dict[str, Callable[..., Tensor]] = {
+    "token_mean": _token_mean_agg,
+    "sequence_mean": _sequence_mean_agg,
     "dr_grpo": _dr_grpo,
 }
+
+# Log-ratios are clamped to [-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP] before ``exp``: an off-policy
+# ratio (num_iterations > 1, or a stale rollout) or a far-off reference can otherwise overflow
+# float32 to inf and turn the loss into NaN. exp(20) ~ 4.9e8 is far outside any clip range.
+LOG_RATIO_CLAMP = 20.0
 
 
 def _check_shapes(
@@ -62,6 +90,7 @@ def bicot_grpo_loss(
     clip_eps_low: float = 0.2,
     clip_eps_high: float = 0.2,
     aggregation: str = "token_mean",
+    max_tokens_per_row: int | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """BiCoT-GRPO loss over text + image tokens, with detached diagnostics.
 
@@ -92,7 +121,13 @@ def bicot_grpo_loss(
         clip_eps_high: upper PPO clip range, ratio ceiling ``1 + clip_eps_high``.
         aggregation: ``"token_mean"`` (paper: one masked mean over all tokens of the batch),
             ``"sequence_mean"`` (mean of per-row masked means) or ``"dr_grpo"``
-            (masked sum / ``N * T``).
+            (masked sum / ``N * max_tokens_per_row``).
+        max_tokens_per_row: Dr. GRPO's constant row length, the sum of the trained levels'
+            maximum lengths (``max_new_tokens`` and/or ``num_image_tokens``); required for
+            ``dr_grpo``, ignored otherwise.
+
+    Log-ratios (``logp - old_logp`` and ``ref_logp - logp``) are clamped to
+    ``±LOG_RATIO_CLAMP`` before ``exp`` so that off-policy ratios cannot overflow.
 
     Returns:
         ``(loss, diagnostics)``: scalar loss, and detached float32 scalars ``kl`` (masked mean
@@ -113,13 +148,14 @@ def bicot_grpo_loss(
     old = logp.detach() if old_logp is None else torch.where(real, old_logp.detach().float(), zero)
     adv = advantages.detach().float().unsqueeze(1)  # [N, 1]
 
-    ratio = torch.exp(logp - old)  # [N, T]
+    ratio = torch.exp((logp - old).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))  # [N, T]
     clipped_ratio = ratio.clamp(1.0 - clip_eps_low, 1.0 + clip_eps_high)
     surrogate = torch.minimum(ratio * adv, clipped_ratio * adv)  # [N, T]
 
     use_kl = ref_logp is not None and beta != 0.0
     if use_kl:
         log_ref_ratio = torch.where(real, ref_logp.detach().float(), zero) - logp  # [N, T]
+        log_ref_ratio = log_ref_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
         kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1.0  # [N, T]
         per_token = -(surrogate - beta * kl)
     else:
@@ -127,7 +163,7 @@ def bicot_grpo_loss(
         per_token = -surrogate
 
     aggregate = AGGREGATIONS[aggregation]
-    loss = aggregate(per_token, weights)
+    loss = aggregate(per_token, weights, max_tokens_per_row)
 
     with torch.no_grad():
         # Clipping removes the gradient only where the clipped branch wins the min.
@@ -137,6 +173,6 @@ def bicot_grpo_loss(
             "clip_frac": _token_mean(clipped.float(), weights),
             "ratio_mean": _token_mean(ratio, weights).detach(),
             "adv_std": advantages.detach().float().std(unbiased=False),
-            "pg_loss": aggregate(-surrogate, weights).detach(),
+            "pg_loss": aggregate(-surrogate, weights, max_tokens_per_row).detach(),
         }
     return loss, diagnostics

@@ -41,12 +41,13 @@ def test_explicit_detached_old_logp_equals_none():
 
 def test_aggregations_hand_worked():
     # Per-token loss is -A_i: row 0 -> -1 on 2 tokens, row 1 -> +2 on 3 tokens.
-    # sequence_mean = mean(-1, 2) = 0.5; dr_grpo = (-2 + 6) / (2 * 3) = 0.6667.
+    # sequence_mean = mean(-1, 2) = 0.5; dr_grpo with a constant row length of 5 (not the
+    # batch width 3, the old, batch-dependent value 4/6) = (-2 + 6) / (2 * 5) = 0.4.
     logp = _logp()
-    expected = {"token_mean": 0.8, "sequence_mean": 0.5, "dr_grpo": 4.0 / 6.0}
+    expected = {"token_mean": 0.8, "sequence_mean": 0.5, "dr_grpo": 0.4}
     for aggregation, value in expected.items():
         loss, diagnostics = bicot_grpo_loss(
-            logp, None, None, ADVANTAGES, MASK, beta=0.0, aggregation=aggregation
+            logp, None, None, ADVANTAGES, MASK, beta=0.0, aggregation=aggregation, max_tokens_per_row=5
         )
         assert loss.item() == pytest.approx(value, abs=1e-6), aggregation
         assert diagnostics["pg_loss"].item() == pytest.approx(value, abs=1e-6), aggregation
@@ -166,7 +167,9 @@ def test_vectorised_matches_loop(seed, aggregation):
     advantages = torch.randn(n, generator=generator, dtype=torch.float64)
     lengths = torch.randint(1, t + 1, (n,), generator=generator)
     mask = torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)
-    loss, _ = bicot_grpo_loss(logp, old, ref, advantages, mask, beta=0.05, aggregation=aggregation)
+    loss, _ = bicot_grpo_loss(
+        logp, old, ref, advantages, mask, beta=0.05, aggregation=aggregation, max_tokens_per_row=t
+    )
     expected = _loop_reference(
         logp.tolist(), old.tolist(), ref.tolist(), advantages.tolist(), mask.int().tolist(), 0.05, aggregation
     )
@@ -225,3 +228,38 @@ def test_bad_inputs_raise_clear_errors():
         bicot_grpo_loss(logp, None, None, ADVANTAGES.unsqueeze(1), MASK, beta=0.0)
     with pytest.raises(ValueError, match="mask selects no tokens"):
         bicot_grpo_loss(logp, None, None, ADVANTAGES, torch.zeros(2, 3), beta=0.0)
+
+
+def test_dr_grpo_normaliser_is_constant_across_batch_widths():
+    # The same two rows padded to width 3 and to width 6 give the same Dr. GRPO loss
+    # (the old mask.numel() normaliser gave 4/6 and 4/12).
+    logp = _logp()
+    wide_logp = torch.cat([logp, torch.zeros(2, 3)], dim=1)
+    wide_mask = torch.cat([MASK, torch.zeros(2, 3)], dim=1)
+    narrow, _ = bicot_grpo_loss(logp, None, None, ADVANTAGES, MASK, beta=0.0, aggregation="dr_grpo", max_tokens_per_row=8)
+    wide, _ = bicot_grpo_loss(
+        wide_logp, None, None, ADVANTAGES, wide_mask, beta=0.0, aggregation="dr_grpo", max_tokens_per_row=8
+    )
+    assert narrow.item() == pytest.approx(4.0 / 16.0, abs=1e-6)
+    assert wide.item() == pytest.approx(narrow.item(), abs=1e-7)
+
+
+def test_dr_grpo_requires_a_constant_normaliser():
+    with pytest.raises(ValueError, match="max_tokens_per_row"):
+        bicot_grpo_loss(_logp(), None, None, ADVANTAGES, MASK, beta=0.0, aggregation="dr_grpo")
+    with pytest.raises(ValueError, match="smaller than the batch width"):
+        bicot_grpo_loss(_logp(), None, None, ADVANTAGES, MASK, beta=0.0, aggregation="dr_grpo", max_tokens_per_row=2)
+
+
+def test_log_ratios_are_clamped_before_exp():
+    # An off-policy log-ratio of 200 overflows exp in float32 (inf -> NaN loss) without the clamp.
+    logp = torch.zeros(1, 2, requires_grad=True)
+    old = torch.full((1, 2), -200.0)
+    ref = torch.full((1, 2), 200.0)
+    mask = torch.ones(1, 2)
+    loss, diagnostics = bicot_grpo_loss(logp, old, ref, torch.tensor([-1.0]), mask, beta=0.01)
+    assert torch.isfinite(loss)
+    assert torch.isfinite(diagnostics["ratio_mean"])
+    assert diagnostics["ratio_mean"].item() == pytest.approx(math.exp(20.0), rel=1e-4)
+    loss.backward()
+    assert torch.isfinite(logp.grad).all()
