@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # groups whose node is instantiated directly; the others are dicts of instantiable entries
-DIRECT = {"data", "model", "algo", "reward", "trainer"}
+DIRECT = {"data", "model", "algo", "reward", "trainer", "lr_scheduler"}
 SKIP_GROUPS = {"hydra", "sweep", "benchmark", "experiment"}
 
 
