@@ -37,7 +37,9 @@ def _grouped(rewards: Tensor, group_size: int) -> Tensor:
     return rewards.view(-1, group_size)  # [B, G]
 
 
-def group_normalized(rewards: Tensor, group_size: int, eps: float = 1e-4, scale: bool = True) -> Tensor:
+def group_normalized(
+    rewards: Tensor, group_size: int, eps: float = 1e-4, scale: bool = True, valid: Tensor | None = None
+) -> Tensor:
     """Advantages normalised within each group of ``group_size`` samples of one prompt.
 
     ``A_i = (r_i - mean(r_group)) / (std(r_group) + eps)`` with the unbiased (``n - 1``) std,
@@ -48,25 +50,55 @@ def group_normalized(rewards: Tensor, group_size: int, eps: float = 1e-4, scale:
     A group whose rewards are all equal gets advantages of exactly 0 (never NaN, and no
     rounding residue of the mean divided by ``eps``).
 
+    ``valid`` marks scorable samples. An unscorable sample (``valid`` False) takes no part in
+    its group's mean and std, gets advantage exactly 0 (so it carries only the KL term), and
+    its reward may be anything, NaN included. A group with fewer than two valid samples gets
+    advantage 0 everywhere (no baseline, and its unbiased std is undefined).
+
     Args:
         rewards: ``[B*G]`` rewards, ``G = group_size`` consecutive entries per prompt.
         group_size: ``G``, samples per prompt; at least 2.
         eps: added to the std before dividing (paper: 1e-4).
         scale: divide by the group std (GRPO) or not (Dr. GRPO).
+        valid: ``[B*G]`` bool, True where the sample was scored; None means all valid.
 
     Returns:
         ``[B*G]`` advantages, same dtype as ``rewards`` (float32 for integer input).
 
     Raises:
         ValueError: ``group_size < 2``, a length that is not a multiple of ``group_size``,
-            or non-finite rewards (the message names their indices).
+            a ``valid`` of another shape, or non-finite rewards on valid samples (the
+            message names their indices).
     """
-    grouped = _grouped(rewards, group_size)  # [B, G]
-    centered = grouped - grouped.mean(dim=1, keepdim=True)  # [B, G]
-    constant = grouped.amax(dim=1, keepdim=True) == grouped.amin(dim=1, keepdim=True)  # [B, 1]
-    centered = torch.where(constant, torch.zeros_like(centered), centered)
+    if valid is None:
+        grouped = _grouped(rewards, group_size)  # [B, G]
+        centered = grouped - grouped.mean(dim=1, keepdim=True)  # [B, G]
+        constant = grouped.amax(dim=1, keepdim=True) == grouped.amin(dim=1, keepdim=True)  # [B, 1]
+        centered = torch.where(constant, torch.zeros_like(centered), centered)
+        if scale:
+            centered = centered / (grouped.std(dim=1, unbiased=True, keepdim=True) + eps)
+        return centered.reshape(-1)  # [B*G]
+
+    if valid.shape != rewards.shape:
+        raise ValueError(f"valid has shape {tuple(valid.shape)}; expected {tuple(rewards.shape)} like rewards")
+    keep = valid.bool()  # [B*G]
+    if not rewards.is_floating_point():
+        rewards = rewards.float()
+    # Invalid entries become 0 before validation so NaN/inf there is allowed.
+    filled = torch.where(keep, rewards, torch.zeros_like(rewards))  # [B*G]
+    grouped = _grouped(filled, group_size)  # [B, G]
+    weights = keep.view(-1, group_size).to(grouped.dtype)  # [B, G]
+    count = weights.sum(dim=1, keepdim=True)  # [B, 1]
+    mean = (grouped * weights).sum(dim=1, keepdim=True) / count.clamp(min=1.0)  # [B, 1]
+    centered = (grouped - mean) * weights  # [B, G]
+    big = torch.finfo(grouped.dtype).max
+    high = torch.where(keep.view_as(grouped), grouped, torch.full_like(grouped, -big)).amax(dim=1, keepdim=True)
+    low = torch.where(keep.view_as(grouped), grouped, torch.full_like(grouped, big)).amin(dim=1, keepdim=True)
+    degenerate = (count < 2) | (high == low)  # [B, 1]
+    centered = torch.where(degenerate, torch.zeros_like(centered), centered)
     if scale:
-        centered = centered / (grouped.std(dim=1, unbiased=True, keepdim=True) + eps)
+        variance = (centered.square() * weights).sum(dim=1, keepdim=True) / (count - 1.0).clamp(min=1.0)
+        centered = centered / (variance.sqrt() + eps)
     return centered.reshape(-1)  # [B*G]
 
 

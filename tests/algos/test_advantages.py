@@ -85,3 +85,41 @@ def test_nan_rewards_are_named():
 def test_gradient_does_not_flow_into_rewards_from_stats():
     rewards = torch.tensor([1.0, 2.0], requires_grad=True)
     assert not group_stats(rewards, group_size=2)["reward_std_mean"].requires_grad
+
+
+def test_invalid_samples_leave_the_baseline_and_get_zero():
+    # Group [1, 3, NaN(invalid), 5]: valid mean 3, unbiased std 2 -> (-1, 0, 0, 1) (scale), invalid gets 0.
+    # The old ensemble scored the unscorable sample 0: mean 2.25 and a spurious negative advantage.
+    rewards = torch.tensor([1.0, 3.0, float("nan"), 5.0])
+    valid = torch.tensor([True, True, False, True])
+    advantages = group_normalized(rewards, group_size=4, eps=0.0, valid=valid)
+    torch.testing.assert_close(advantages, torch.tensor([-1.0, 0.0, 0.0, 1.0]))
+    centered = group_normalized(rewards, group_size=4, scale=False, valid=valid)
+    torch.testing.assert_close(centered, torch.tensor([-2.0, 0.0, 0.0, 2.0]))
+    old_way = group_normalized(torch.tensor([1.0, 3.0, 0.0, 5.0]), group_size=4, eps=0.0)
+    assert old_way[2].item() < 0
+
+
+def test_groups_with_fewer_than_two_valid_samples_get_zero():
+    rewards = torch.tensor([0.7, float("inf"), float("nan"), float("nan"), 0.0, 1.0])
+    valid = torch.tensor([True, False, False, False, True, True])
+    advantages = group_normalized(rewards, group_size=2, valid=valid)
+    assert advantages[:4].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert advantages[4].item() < 0 < advantages[5].item()
+    assert torch.isfinite(advantages).all()
+
+
+def test_all_valid_mask_matches_no_mask():
+    rewards = torch.tensor([0.2, 0.9, 0.5, 0.1, 0.3, 0.3, 0.8, 0.0])
+    for scale in (True, False):
+        torch.testing.assert_close(
+            group_normalized(rewards, 4, scale=scale, valid=torch.ones(8, dtype=torch.bool)),
+            group_normalized(rewards, 4, scale=scale),
+        )
+
+
+def test_valid_shape_and_nonfinite_valid_rewards_are_errors():
+    with pytest.raises(ValueError, match="valid has shape"):
+        group_normalized(torch.ones(4), 2, valid=torch.ones(2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="not finite"):
+        group_normalized(torch.tensor([1.0, float("nan")]), 2, valid=torch.ones(2, dtype=torch.bool))
