@@ -254,6 +254,14 @@ class BiCoTGRPOModule(L.LightningModule):
             masks.append(torch.ones_like(rollout.image_tokens))
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
+    @property
+    def max_tokens_per_row(self) -> int:
+        """Most tokens a row can hold: the trained levels' maximum lengths (Dr. GRPO's constant)."""
+        total = self.settings.max_new_tokens if "semantic" in self.settings.levels else 0
+        if "token" in self.settings.levels:
+            total += self.policy.num_image_tokens
+        return total
+
     def update(self, rollout: Rollout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with _timed(rollout.timings, "update"):
             logp, mask = self.sequence_logprobs(rollout, self.policy)
@@ -267,6 +275,7 @@ class BiCoTGRPOModule(L.LightningModule):
                 clip_eps_low=self.settings.clip_eps_low,
                 clip_eps_high=self.settings.clip_eps_high,
                 aggregation=self.settings.loss_aggregation,
+                max_tokens_per_row=self.max_tokens_per_row,
             )
         # this rank's loss denominator and token count: weights of the cross-rank means logged
         diagnostics["loss_weight"] = aggregation_weight(self.settings.loss_aggregation, mask)

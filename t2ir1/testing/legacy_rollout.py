@@ -1,4 +1,8 @@
-"""Batched, KV-cached sampling of both CoT levels (REFERENCE §2.1-2.2).
+"""The rollout loops as they were before the generation engine (kept as a reference).
+
+An eager Python loop over a growing ``DynamicCache``, one ``LlamaModel.forward`` per token.
+Tests compare the engine with it token for token (greedy) and ``benchmarks/rollout.py``
+times it as "today's loop". Nothing in the platform generates through it.
 
 Randomness comes from one ``torch.Generator`` per prompt (``generators[b]``), drawn
 through the Gumbel-max trick, so a prompt's samples do not depend on which other prompts

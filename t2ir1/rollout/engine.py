@@ -1,0 +1,657 @@
+"""The generation engine: the one path by which t2ir1 samples (training, generate, eval, callbacks).
+
+One call generates a batch (REFERENCE §2.1-2.3)::
+
+    semantic prompts -> CoT sampling -> image prompts -> CFG image-token sampling -> VQ decode
+
+and returns a :class:`Generation` (texts, token ids, masks, rollout log-probs, images).
+
+Why it is fast. An eager ``LlamaModel.forward`` per token pays, at every one of the 576
+image steps, for mask construction, cache bookkeeping and a growing ``DynamicCache`` that
+re-allocates; on small models that overhead *is* the step. Here:
+
+* the KV cache is allocated once per chunk of rows for its maximum length (prompt +
+  ``max_new_tokens`` for the CoT, prompt + the image tokens for the image) and written in
+  place;
+* masks and positions are built once; a decode step slices views of them (no allocation);
+* the decoder layers are called part by part (norm, q/k/v, rotary, SDPA, o_proj, MLP) on
+  that cache, without ``LlamaModel.forward``'s per-call machinery;
+* finished CoT rows are dropped from the batch when half of the rows have finished;
+* at CFG weight 1 no unconditional rows run; with ``cfg_uncond="short"`` the unconditional
+  rows attend only to ``BOS <begin_of_image>`` and their own image tokens;
+* rows are generated in chunks sized from a memory budget;
+* ``compile`` applies ``torch.compile`` to a static-shape variant of the decode step
+  (attention over the whole preallocated cache under a mask, cache writes by index), which
+  CUDA graphs can capture (``reduce-overhead``).
+
+Sampling draws Gumbel noise from one generator per prompt over that prompt's rows, so a
+prompt's samples do not depend on its batch, its chunk, its rank or the number of ranks.
+Under FSDP2 the policy's sharded units are gathered once for the whole generation
+(``FSDPModule.unshard``) and resharded afterwards, as RL frameworks gather weights for
+their rollout engines.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from t2ir1.rollout.sampling import draw, prompt_generators, sampling_logits, unconditional_ids
+
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+CFG_UNCOND = ("full", "short")
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How the engine samples; defaults are the paper's (REFERENCE §2.1-2.2).
+
+    Attributes:
+        max_new_tokens: longest semantic CoT in tokens (paper: 1024 in training).
+        text_temperature, text_top_k, text_top_p: the CoT sampler (0 = greedy; top_k 0 and
+            top_p 1 keep the whole vocabulary; the original samples with top_k 50).
+        image_temperature, image_top_k, image_top_p: the image-token sampler.
+        cfg_weight: classifier-free guidance ``uncond + w * (cond - uncond)``; 1 runs no
+            unconditional rows.
+        cfg_uncond: ``full`` (the original: BOS + pads + ``<begin_of_image>``, pads attended)
+            or ``short`` (BOS + ``<begin_of_image>`` only; cheaper).
+        chunk_rows: image rows per generation chunk (``None``: from ``memory_budget_gib``).
+        memory_budget_gib: KV cache + logits budget of a chunk (``None``: 60% of the free
+            GPU memory, 2 GiB on CPU).
+        compile: ``none`` | ``default`` | ``reduce-overhead`` | ``max-autotune``
+            (``torch.compile`` of the static decode step).
+        decode_micro_batch_size: images per VQ-decoder call.
+    """
+
+    max_new_tokens: int = 1024
+    text_temperature: float = 1.0
+    text_top_k: int = 0
+    text_top_p: float = 1.0
+    image_temperature: float = 1.0
+    image_top_k: int = 0
+    image_top_p: float = 1.0
+    cfg_weight: float = 5.0
+    cfg_uncond: str = "full"
+    chunk_rows: int | None = None
+    memory_budget_gib: float | None = None
+    compile: str = "none"
+    decode_micro_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, ">= 1"),
+            (self.text_temperature >= 0, "text_temperature", self.text_temperature, ">= 0 (0 = greedy)"),
+            (self.image_temperature >= 0, "image_temperature", self.image_temperature, ">= 0 (0 = greedy)"),
+            (self.text_top_k >= 0, "text_top_k", self.text_top_k, ">= 0 (0 = off)"),
+            (self.image_top_k >= 0, "image_top_k", self.image_top_k, ">= 0 (0 = off)"),
+            (0 < self.text_top_p <= 1, "text_top_p", self.text_top_p, "in (0, 1] (1 = off)"),
+            (0 < self.image_top_p <= 1, "image_top_p", self.image_top_p, "in (0, 1] (1 = off)"),
+            (
+                math.isfinite(self.cfg_weight) and self.cfg_weight >= 0,
+                "cfg_weight",
+                self.cfg_weight,
+                ">= 0 (1 = no guidance, 0 = unconditional only, paper: 5)",
+            ),
+            (self.cfg_uncond in CFG_UNCOND, "cfg_uncond", self.cfg_uncond, f"one of {list(CFG_UNCOND)}"),
+            (self.compile in COMPILE_MODES, "compile", self.compile, f"one of {list(COMPILE_MODES)}"),
+            (self.chunk_rows is None or self.chunk_rows >= 1, "chunk_rows", self.chunk_rows, ">= 1 or null"),
+            (
+                self.memory_budget_gib is None or self.memory_budget_gib > 0,
+                "memory_budget_gib",
+                self.memory_budget_gib,
+                "> 0 or null",
+            ),
+            (self.decode_micro_batch_size >= 1, "decode_micro_batch_size", self.decode_micro_batch_size, ">= 1"),
+        ]
+        for ok, key, value, allowed in checks:
+            if not ok:
+                raise ValueError(f"sampling option {key}={value!r} is out of range: it must be {allowed}")
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_weight != 1.0
+
+
+@dataclass
+class Generation:
+    """Everything one engine call sampled; image rows ``[N = B * G * k]`` grouped per prompt.
+
+    Text rows (``B * G``) are expanded to image rows by ``images_per_cot`` (``k``).
+    """
+
+    prompts: list[str]  # [B]
+    group_size: int  # G: CoTs (or images without CoT) per prompt
+    images_per_cot: int  # k
+    cots: list[str | None]  # [N] the CoT each image was drawn from (None: no CoT)
+    image_prompt_ids: torch.Tensor  # [N, P_img] ending in <begin_of_image>
+    image_prompt_mask: torch.Tensor  # [N, P_img]
+    image_tokens: torch.Tensor  # [N, T]
+    image_logp: torch.Tensor  # [N, T] float32 log-prob of each token under the sampling distribution
+    images: list[Image.Image]  # [N]
+    semantic_prompt_ids: torch.Tensor | None = None  # [B*G, P] left-padded
+    semantic_prompt_mask: torch.Tensor | None = None
+    completion_ids: torch.Tensor | None = None  # [B*G, C] padded after EOS
+    completion_mask: torch.Tensor | None = None  # [B*G, C] 1 up to and including the first EOS
+    text_logp: torch.Tensor | None = None  # [B*G, C] float32, under the CoT sampling distribution
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_rows(self) -> int:
+        return self.image_tokens.shape[0]
+
+    @property
+    def has_cot(self) -> bool:
+        return self.completion_ids is not None
+
+
+# ----------------------------------------------------------------------------- the decoder, part by part
+class _StaticCache:
+    """Keys and values of every layer, preallocated: ``[L, R, n_kv, S, d]`` each."""
+
+    def __init__(self, layers: int, rows: int, kv_heads: int, length: int, head_dim: int, dtype, device):
+        shape = (layers, rows, kv_heads, length, head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` (finished CoT rows leave the batch)."""
+        self.keys = self.keys.index_select(1, rows)
+        self.values = self.values.index_select(1, rows)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class Decoder:
+    """Runs a LLaMA-layout ``language_model`` (Janus's) on a :class:`_StaticCache`.
+
+    The layer parts are the model's own modules (``input_layernorm``, ``self_attn.q_proj`` ...,
+    ``mlp``), the rotary table its ``rotary_emb``: the arithmetic is ``LlamaDecoderLayer``'s,
+    tested token for token against ``LlamaModel.forward`` and transformers' ``generate``.
+    """
+
+    def __init__(self, language_model: torch.nn.Module):
+        config = language_model.config
+        self.lm = language_model
+        self.layers = list(language_model.layers)[: config.num_hidden_layers]
+        self.heads = config.num_attention_heads
+        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.groups = self.heads // self.kv_heads
+
+    def new_cache(self, rows: int, length: int, dtype, device) -> _StaticCache:
+        return _StaticCache(len(self.layers), rows, self.kv_heads, length, self.head_dim, dtype, device)
+
+    def rotary(self, hidden: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self.lm.rotary_emb(hidden, positions)  # [R, Q, d] each
+        return cos.unsqueeze(1), sin.unsqueeze(1)  # [R, 1, Q, d]
+
+    def _attend(self, query, keys, values, mask):
+        if self.groups > 1:  # grouped-query attention: share each kv head across its query heads
+            keys = keys.repeat_interleave(self.groups, dim=1)
+            values = values.repeat_interleave(self.groups, dim=1)
+        return F.scaled_dot_product_attention(query, keys, values, attn_mask=mask)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        positions: torch.Tensor,
+        cache: _StaticCache,
+        start: int,
+        key_mask: torch.Tensor,
+        split: int | None = None,
+        split_offset: int = 0,
+    ) -> torch.Tensor:
+        """Run ``hidden [R, Q, H]`` at cache slots ``[start, start + Q)``; returns normed states ``[R, Q, H]``.
+
+        Args:
+            positions: ``[R, Q]`` rotary positions.
+            key_mask: ``[R, 1, Q, start + Q]`` bool, True where a query may attend a key.
+            split, split_offset: rows ``[split:]`` (the short unconditional rows) attend only to
+                keys from slot ``split_offset`` on.
+        """
+        rows, length = hidden.shape[:2]
+        end = start + length
+        cos, sin = self.rotary(hidden, positions)
+        for index, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            normed = layer.input_layernorm(hidden)
+            query = attn.q_proj(normed).view(rows, length, self.heads, self.head_dim).transpose(1, 2)
+            key = attn.k_proj(normed).view(rows, length, self.kv_heads, self.head_dim).transpose(1, 2)
+            value = attn.v_proj(normed).view(rows, length, self.kv_heads, self.head_dim).transpose(1, 2)
+            query = query * cos + _rotate_half(query) * sin
+            key = key * cos + _rotate_half(key) * sin
+            cache.keys[index, :, :, start:end] = key
+            cache.values[index, :, :, start:end] = value
+            keys, values = cache.keys[index, :, :, :end], cache.values[index, :, :, :end]
+            if split is None:
+                out = self._attend(query, keys, values, key_mask)
+            else:
+                out = torch.cat(
+                    [
+                        self._attend(query[:split], keys[:split], values[:split], key_mask[:split]),
+                        self._attend(
+                            query[split:],
+                            keys[split:, :, split_offset:],
+                            values[split:, :, split_offset:],
+                            key_mask[split:, ..., split_offset:],
+                        ),
+                    ]
+                )
+            out = out.transpose(1, 2).reshape(rows, length, self.heads * self.head_dim)
+            hidden = hidden + attn.o_proj(out)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return self.lm.norm(hidden)
+
+
+class StaticDecodeStep(torch.nn.Module):
+    """One decode step with static shapes, for ``torch.compile`` / CUDA graphs.
+
+    Attention covers the whole preallocated cache under ``key_valid`` (``[R, S]``), the cache
+    write goes to the slot ``slot`` (a 0-d tensor), so every step has the same shapes.
+    """
+
+    def __init__(self, decoder: Decoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, hidden, positions, keys, values, slot, key_valid):
+        d = self.decoder
+        rows = hidden.shape[0]
+        cos, sin = d.rotary(hidden, positions)
+        mask = key_valid[:, None, None, :]  # [R, 1, 1, S]
+        for index, layer in enumerate(d.layers):
+            attn = layer.self_attn
+            normed = layer.input_layernorm(hidden)
+            query = attn.q_proj(normed).view(rows, 1, d.heads, d.head_dim).transpose(1, 2)
+            key = attn.k_proj(normed).view(rows, 1, d.kv_heads, d.head_dim).transpose(1, 2)
+            value = attn.v_proj(normed).view(rows, 1, d.kv_heads, d.head_dim).transpose(1, 2)
+            query = query * cos + _rotate_half(query) * sin
+            key = key * cos + _rotate_half(key) * sin
+            keys[index].index_copy_(2, slot.view(1), key)
+            values[index].index_copy_(2, slot.view(1), value)
+            out = d._attend(query, keys[index], values[index], mask)
+            out = out.transpose(1, 2).reshape(rows, 1, d.heads * d.head_dim)
+            hidden = hidden + attn.o_proj(out)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return d.lm.norm(hidden)
+
+
+def _prefill_mask(valid: torch.Tensor) -> torch.Tensor:
+    """Causal + padding mask of a prompt ``valid [R, P]`` -> ``[R, 1, P, P]`` bool.
+
+    Every query also sees itself, so a padding query never has an empty row (SDPA would give
+    NaN there, and NaN values would leak through masked keys).
+    """
+    length = valid.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
+    eye = torch.eye(length, dtype=torch.bool, device=valid.device)
+    return ((causal & valid[:, None, :].bool()) | eye)[:, None]
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for left-padded rows: 0 at each row's first real token. ``[N, L]`` -> ``[N, L]``."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@contextmanager
+def gathered(*modules: torch.nn.Module) -> Iterator[None]:
+    """Unshard every FSDP2 unit in ``modules`` for the block, reshard after (no-op unsharded)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        yield
+        return
+    units = [m for module in modules for m in module.modules() if isinstance(m, FSDPModule)]
+    for unit in units:
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
+
+
+def _compute_dtype(parameter: torch.Tensor) -> torch.dtype:
+    device_type = parameter.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return parameter.dtype
+
+
+# ----------------------------------------------------------------------------- the engine
+class GenerationEngine:
+    """Generates batches for one policy with fixed :class:`SamplingOptions`.
+
+    Args:
+        policy: a :class:`~t2ir1.policy.janus.JanusPolicy`.
+        options: sampling settings.
+    """
+
+    def __init__(self, policy, options: SamplingOptions):
+        self.policy = policy
+        self.options = options
+        self._decoder: Decoder | None = None
+        self._static_step: Callable | None = None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def decoder(self) -> Decoder:
+        # built lazily: FSDP replaces the layers in place after the policy is built
+        if self._decoder is None or self._decoder.lm is not self.policy.language_model:
+            self._decoder = Decoder(self.policy.language_model)
+            self._static_step = None
+        return self._decoder
+
+    def _step_fn(self) -> Callable | None:
+        if self.options.compile == "none":
+            return None
+        if self._static_step is None:
+            step = StaticDecodeStep(self.decoder)
+            self._static_step = torch.compile(step, mode=self.options.compile, dynamic=False, fullgraph=True)
+        return self._static_step
+
+    def chunk_prompts(self, rows_per_prompt: int, length: int, vocab: int, guided: bool) -> int:
+        """Prompts per chunk: whole prompts (their generators stay whole) within the memory budget."""
+        if self.options.chunk_rows is not None:
+            return max(1, self.options.chunk_rows // rows_per_prompt)
+        d = self.decoder
+        param = self.policy.lm_head.weight
+        dtype_bytes = torch.finfo(_compute_dtype(param)).bits // 8
+        per_row = 2 * len(d.layers) * d.kv_heads * d.head_dim * length * dtype_bytes  # keys + values
+        per_row = per_row * (2 if guided else 1) + 3 * vocab * 4  # logits, noise, filtered (fp32)
+        budget = self.options.memory_budget_gib
+        if budget is None:
+            if param.device.type == "cuda":
+                free, _ = torch.cuda.mem_get_info(param.device)
+                budget_bytes = 0.6 * free
+            else:
+                budget_bytes = 2 * GIB
+        else:
+            budget_bytes = budget * GIB
+        return max(1, int(budget_bytes // (per_row * rows_per_prompt)))
+
+    # ------------------------------------------------------------------ entry point
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        group_size: int = 1,
+        images_per_cot: int = 1,
+        use_cot: bool = True,
+        reasoning_template: str | None = None,
+        system_prompt: str | None = None,
+        on_images: Callable[[int, list[Image.Image]], None] | None = None,
+    ) -> Generation:
+        """Generate ``group_size * images_per_cot`` images for each prompt.
+
+        Args:
+            prompts: ``B`` prompt texts.
+            seeds: ``B`` sampling seeds, one per prompt (its generator draws for its rows).
+            group_size: CoTs per prompt (G); without CoT, images per prompt.
+            images_per_cot: images drawn per CoT (k).
+            use_cot: sample a semantic CoT first (T2I-R1) or draw from the bare prompt.
+            reasoning_template, system_prompt: the semantic prompt (``use_cot`` only).
+            on_images: called with ``(first_row, images)`` as each chunk is decoded.
+        Returns:
+            A :class:`Generation` with ``N = B * G * k`` image rows, prompt-major.
+        """
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: pass one seed per prompt")
+        if not prompts:
+            raise ValueError("no prompts to generate")
+        policy, timings = self.policy, {}
+        device = policy.device
+        with gathered(policy.language_model, policy.lm_head):
+            semantic = None
+            if use_cot:
+                start = time.perf_counter()
+                if reasoning_template is None or system_prompt is None:
+                    raise ValueError("use_cot=True needs reasoning_template and system_prompt")
+                ids, mask = policy.encode_semantic_prompts(list(prompts), reasoning_template, system_prompt)
+                semantic = self.sample_cot(ids, mask, group_size, prompt_generators(seeds, device))
+                timings["cot"] = time.perf_counter() - start
+                cots: list[str | None] = [c for c in semantic["texts"] for _ in range(images_per_cot)]
+            else:
+                cots = [None] * (len(prompts) * group_size * images_per_cot)
+            rows_per_prompt = group_size * images_per_cot
+            row_prompts = [p for p in prompts for _ in range(rows_per_prompt)]
+            img_ids, img_mask = policy.encode_image_prompts(row_prompts, cots)  # [N, P_img]
+            # a fresh set of generators for the image level: its draws do not depend on the CoT length
+            generators = prompt_generators(seeds, device)
+            for g in generators:
+                g.manual_seed(g.initial_seed() ^ 0x1D)
+            start = time.perf_counter()
+            tokens, logp, images = self.sample_images(img_ids, img_mask, rows_per_prompt, generators, on_images)
+            timings["image"] = time.perf_counter() - start
+        generation = Generation(
+            prompts=list(prompts),
+            group_size=group_size,
+            images_per_cot=images_per_cot,
+            cots=cots,
+            image_prompt_ids=img_ids,
+            image_prompt_mask=img_mask,
+            image_tokens=tokens,
+            image_logp=logp,
+            images=images,
+            timings=timings,
+        )
+        if semantic is not None:
+            generation.semantic_prompt_ids = semantic["prompt_ids"]
+            generation.semantic_prompt_mask = semantic["prompt_mask"]
+            generation.completion_ids = semantic["completion_ids"]
+            generation.completion_mask = semantic["completion_mask"]
+            generation.text_logp = semantic["logp"]
+        return generation
+
+    # ------------------------------------------------------------------ semantic level
+    def sample_cot(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, group_size: int, generators: list[torch.Generator]
+    ) -> dict:
+        """``group_size`` CoTs per prompt; ids/mask/log-probs ``[B*G, C]``, texts, expanded prompts."""
+        o, policy, d = self.options, self.policy, self.decoder
+        ids = prompt_ids.repeat_interleave(group_size, dim=0)  # [B*G, P]
+        mask = prompt_mask.repeat_interleave(group_size, dim=0)
+        rows, length = ids.shape
+        total = length + o.max_new_tokens
+        embed = self.policy.language_model.get_input_embeddings()
+        hidden = embed(ids)
+        cache = d.new_cache(rows, total, _compute_dtype(policy.lm_head.weight), ids.device)
+        key_valid = torch.zeros(rows, total, dtype=torch.bool, device=ids.device)  # generated slots open per step
+        key_valid[:, :length] = mask.bool()
+        positions = positions_from_mask(mask)
+        out = d.forward(hidden, positions, cache, 0, _prefill_mask(mask))
+        last = out[:, -1]  # [B*G, H]
+        position = positions[:, -1:]  # [B*G, 1]
+        tokens = torch.full((rows, o.max_new_tokens), policy.pad_id, dtype=torch.long, device=ids.device)
+        logps = torch.zeros(rows, o.max_new_tokens, dtype=torch.float32, device=ids.device)
+        lengths = torch.full((rows,), o.max_new_tokens, dtype=torch.long, device=ids.device)
+        active = torch.arange(rows, device=ids.device)  # rows still in the batch
+        unfinished = torch.ones(rows, dtype=torch.bool, device=ids.device)  # among `active`
+        greedy = o.text_temperature <= 0
+        for step in range(o.max_new_tokens):
+            logits = sampling_logits(policy.lm_head(last), o.text_temperature, o.text_top_k, o.text_top_p)
+            next_token = self._draw_rows(logits, greedy, generators, group_size, active)
+            chosen = torch.log_softmax(logits, dim=-1).gather(-1, next_token[:, None]).squeeze(-1)
+            live = active[unfinished]
+            tokens[live, step] = next_token[unfinished]
+            logps[live, step] = chosen[unfinished]
+            ended = unfinished & (next_token == policy.eos_id)
+            lengths[active[ended]] = step + 1
+            unfinished = unfinished & ~ended
+            if step + 1 == o.max_new_tokens or not bool(unfinished.any()):
+                break
+            if unfinished.sum() * 2 <= unfinished.numel() and unfinished.numel() > 1:
+                keep = unfinished.nonzero().squeeze(-1)  # compact: finished rows stop costing compute
+                cache.select_rows(keep)
+                key_valid, position, next_token = key_valid[keep], position[keep], next_token[keep]
+                active, unfinished = active[keep], unfinished[keep]
+            position = position + 1
+            hidden = embed(next_token[:, None])  # [R, 1, H]
+            slot = length + step
+            key_valid[:, slot] = True
+            out = d.forward(hidden, position, cache, slot, key_valid[:, None, None, : slot + 1])
+            last = out[:, -1]
+        width = int(lengths.max())
+        completion_ids = tokens[:, :width]
+        completion_mask = (torch.arange(width, device=ids.device)[None, :] < lengths[:, None]).long()
+        completion_ids = torch.where(completion_mask.bool(), completion_ids, torch.full_like(completion_ids, policy.pad_id))
+        return {
+            "prompt_ids": ids,
+            "prompt_mask": mask,
+            "completion_ids": completion_ids,
+            "completion_mask": completion_mask,
+            "logp": logps[:, :width] * completion_mask,
+            "texts": policy.decode_text(completion_ids, completion_mask),
+        }
+
+    @staticmethod
+    def _draw_rows(logits, greedy, generators, rows_per_generator, active) -> torch.Tensor:
+        """Draw for ``active`` rows (indices into the full ``[B*G]`` batch) from their prompts' generators.
+
+        Each prompt with a row still active draws noise for all of its ``G`` rows (finished or
+        not), so its random stream is the same whatever the batch and whichever rows finished.
+        """
+        if greedy or generators is None:
+            return draw(logits, greedy, None if greedy else generators, rows_per_generator)
+        owners = active // rows_per_generator  # prompt of each active row
+        prompts = torch.unique_consecutive(owners)
+        noise_logits = torch.full(
+            (len(prompts) * rows_per_generator, logits.shape[-1]), float("-inf"), device=logits.device
+        )
+        # scatter the active rows into their prompt's block; finished rows keep -inf (their draw is discarded)
+        block = torch.searchsorted(prompts, owners) * rows_per_generator + active % rows_per_generator
+        noise_logits[block] = logits
+        drawn = draw(noise_logits, False, [generators[int(p)] for p in prompts.tolist()], rows_per_generator)
+        return drawn[block]
+
+    # ------------------------------------------------------------------ token level
+    def sample_images(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        rows_per_prompt: int,
+        generators: list[torch.Generator],
+        on_images: Callable[[int, list[Image.Image]], None] | None = None,
+        position_ids: torch.Tensor | None = None,
+        uncond_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[Image.Image]]:
+        """Image tokens ``[N, T]``, their sampling log-probs, and the decoded images, chunk by chunk.
+
+        Args:
+            prompt_ids, prompt_mask: ``[N, P]`` image prompts ending in ``<begin_of_image>`` in
+                the last column (left-padded by default).
+            rows_per_prompt: rows of each generator (``N = len(generators) * rows_per_prompt``).
+            position_ids: ``[N, P]`` explicit positions (default: from the mask, 0 at the first
+                real token); generated tokens continue from each row's last position.
+            uncond_mask: ``[N, P]`` attention mask of the ``full`` unconditional rows (default:
+                ``prompt_mask``; the original attends to every position).
+        """
+        o, policy = self.options, self.policy
+        n_rows, length = prompt_ids.shape
+        per_chunk = self.chunk_prompts(
+            rows_per_prompt, length + policy.num_image_tokens, policy.generation_head.vision_head.out_features, o.guided
+        )
+        tokens, logps, images = [], [], []
+        for first in range(0, len(generators), per_chunk):
+            rows = slice(first * rows_per_prompt, min(n_rows, (first + per_chunk) * rows_per_prompt))
+            chunk_tokens, chunk_logp = self._image_chunk(
+                prompt_ids[rows],
+                prompt_mask[rows],
+                rows_per_prompt,
+                generators[first : first + per_chunk],
+                None if position_ids is None else position_ids[rows],
+                None if uncond_mask is None else uncond_mask[rows],
+            )
+            chunk_images = policy.to_pil(policy.decode_images(chunk_tokens, o.decode_micro_batch_size))
+            if on_images is not None:
+                on_images(rows.start, chunk_images)
+            tokens.append(chunk_tokens)
+            logps.append(chunk_logp)
+            images.extend(chunk_images)
+        return torch.cat(tokens), torch.cat(logps), images
+
+    def _image_chunk(self, ids, mask, rows_per_prompt, generators, position_ids, uncond_mask):
+        o, policy, d = self.options, self.policy, self.decoder
+        n_rows, length = ids.shape
+        n_tokens = policy.num_image_tokens
+        total = length + n_tokens
+        positions = positions_from_mask(mask) if position_ids is None else position_ids
+        split, offset = None, 0
+        if o.guided and o.cfg_uncond == "short":
+            # BOS + <begin_of_image> at the last two slots: the uncond rows attend from slot P - 2 on
+            uncond = torch.full_like(ids, policy.pad_id)
+            uncond[:, -2], uncond[:, -1] = policy.bos_id, ids[:, -1]
+            u_mask = torch.zeros_like(mask)
+            u_mask[:, -2:] = 1
+            u_positions = positions_from_mask(u_mask)
+            split, offset = n_rows, length - 2
+        elif o.guided:
+            uncond = unconditional_ids(ids, policy.bos_id, policy.boi_id, policy.pad_id)
+            u_mask = mask if uncond_mask is None else uncond_mask
+            u_positions = positions
+        if o.guided:
+            ids = torch.cat([ids, uncond])  # [2n, P]
+            mask = torch.cat([mask, u_mask])
+            positions = torch.cat([positions, u_positions])
+        rows = ids.shape[0]
+        embed = policy.language_model.get_input_embeddings()
+        hidden = embed(ids)
+        cache = d.new_cache(rows, total, _compute_dtype(policy.lm_head.weight), ids.device)
+        key_valid = torch.zeros(rows, total, dtype=torch.bool, device=ids.device)  # generated slots open per step
+        key_valid[:, :length] = mask.bool()
+        # the prefill runs once over every slot (short unconditional rows mask their pads); decode
+        # steps then read the short rows' keys from slot P - 2 on only
+        out = d.forward(hidden, positions, cache, 0, _prefill_mask(mask))
+        last = out[:, -1]
+        position = positions[:, -1:]
+        image_tokens = torch.empty(n_rows, n_tokens, dtype=torch.long, device=ids.device)
+        image_logp = torch.empty(n_rows, n_tokens, dtype=torch.float32, device=ids.device)
+        greedy = o.image_temperature <= 0
+        step_fn = self._step_fn()
+        slot_tensor = torch.zeros((), dtype=torch.long, device=ids.device)
+        for step in range(n_tokens):
+            logits = policy.generation_head(last)  # [rows, V_img]
+            if o.guided:
+                cond, uncond_logits = logits[:n_rows], logits[n_rows:]
+                logits = uncond_logits + o.cfg_weight * (cond - uncond_logits)  # [n, V_img]
+            logits = sampling_logits(logits, o.image_temperature, o.image_top_k, o.image_top_p)
+            next_token = draw(logits, greedy, None if greedy else generators, rows_per_prompt)
+            image_tokens[:, step] = next_token
+            image_logp[:, step] = torch.log_softmax(logits, dim=-1).gather(-1, next_token[:, None]).squeeze(-1)
+            if step + 1 == n_tokens:
+                break
+            fed = torch.cat([next_token, next_token]) if o.guided else next_token
+            hidden = policy.embed_image_tokens(fed[:, None]).to(cache.keys.dtype)  # [rows, 1, H]
+            position = position + 1
+            slot = length + step
+            key_valid[:, slot] = True
+            if step_fn is not None and split is None:
+                slot_tensor.fill_(slot)
+                out = step_fn(hidden, position, cache.keys, cache.values, slot_tensor, key_valid)
+            else:
+                out = d.forward(hidden, position, cache, slot, key_valid[:, None, None, : slot + 1], split, offset)
+            last = out[:, -1]
+        return image_tokens, image_logp
+
+
+def generate(
+    policy,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    options: SamplingOptions,
+    **kwargs,
+) -> Generation:
+    """One-shot :meth:`GenerationEngine.generate` (callers that generate repeatedly keep an engine)."""
+    return GenerationEngine(policy, options).generate(prompts, seeds, **kwargs)
