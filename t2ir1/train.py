@@ -48,6 +48,11 @@ def _checkpoint_plugins(cfg: DictConfig) -> dict:
 
 def _checked_ckpt_path(cfg: DictConfig) -> str | None:
     ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and "://" in str(ckpt_path) and not cfg.get("allow_remote_checkpoints", False):
+        raise ValueError(
+            f"ckpt_path={ckpt_path}: remote checkpoints are refused (a downloaded file is untrusted). "
+            "Copy it to a local path, or set allow_remote_checkpoints=true (still loaded weights-only)."
+        )
     if ckpt_path and ckpt_path not in ("last", "hpc") and "://" not in str(ckpt_path):
         path = Path(str(ckpt_path)).expanduser()
         if not path.exists():

@@ -81,6 +81,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
         _fsync_directory(target.parent)
 
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Always ``weights_only=True``: a checkpoint never runs code; errors name the file."""
+        target = Path(str(path))
+        if target.is_dir():
+            raise IsADirectoryError(
+                f"ckpt_path={path} is a directory; pass a checkpoint file inside it, e.g. {target / 'last.ckpt'}"
+            )
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as error:  # torch's UnpicklingError advice (weights_only=False) is not repeated
+            raise RuntimeError(
+                f"checkpoint {path} cannot be read as a weights-only Lightning checkpoint "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). It is corrupt, "
+                "truncated or holds pickled objects (never unpickled here); use a last.ckpt or step-numbered "
+                "file written by a t2ir1 run, or start fresh with ckpt_path=null."
+            ) from None
+
 
 def _fsync_directory(directory: Path) -> None:
     """Make the rename itself durable (a no-op where directories cannot be opened)."""
