@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from t2ir1.policy.logprobs import positions_from_mask
 from t2ir1.rollout.sampling import draw, prompt_generators, sampling_logits, unconditional_ids
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
@@ -172,6 +173,25 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def _project(decoder: Decoder, layer, hidden: torch.Tensor, cos, sin):
+    """A layer's normed input -> rotated query ``[R, h, Q, d]``, rotated key and value ``[R, n_kv, Q, d]``."""
+    rows, length = hidden.shape[:2]
+    attn = layer.self_attn
+    normed = layer.input_layernorm(hidden)
+    query = attn.q_proj(normed).view(rows, length, decoder.heads, decoder.head_dim).transpose(1, 2)
+    key = attn.k_proj(normed).view(rows, length, decoder.kv_heads, decoder.head_dim).transpose(1, 2)
+    value = attn.v_proj(normed).view(rows, length, decoder.kv_heads, decoder.head_dim).transpose(1, 2)
+    return query * cos + _rotate_half(query) * sin, key * cos + _rotate_half(key) * sin, value
+
+
+def _finish_layer(decoder: Decoder, layer, hidden: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+    """Attention output ``[R, h, Q, d]`` -> o_proj + residual, then the MLP block + residual."""
+    rows, length = hidden.shape[:2]
+    attended = attended.transpose(1, 2).reshape(rows, length, decoder.heads * decoder.head_dim)
+    hidden = hidden + layer.self_attn.o_proj(attended)
+    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+
 class Decoder:
     """Runs a LLaMA-layout ``language_model`` (Janus's) on a :class:`_StaticCache`.
 
@@ -224,13 +244,7 @@ class Decoder:
         end = start + length
         cos, sin = self.rotary(hidden, positions)
         for index, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            normed = layer.input_layernorm(hidden)
-            query = attn.q_proj(normed).view(rows, length, self.heads, self.head_dim).transpose(1, 2)
-            key = attn.k_proj(normed).view(rows, length, self.kv_heads, self.head_dim).transpose(1, 2)
-            value = attn.v_proj(normed).view(rows, length, self.kv_heads, self.head_dim).transpose(1, 2)
-            query = query * cos + _rotate_half(query) * sin
-            key = key * cos + _rotate_half(key) * sin
+            query, key, value = _project(self, layer, hidden, cos, sin)
             cache.keys[index, :, :, start:end] = key
             cache.values[index, :, :, start:end] = value
             keys, values = cache.keys[index, :, :, :end], cache.values[index, :, :, :end]
@@ -248,9 +262,7 @@ class Decoder:
                         ),
                     ]
                 )
-            out = out.transpose(1, 2).reshape(rows, length, self.heads * self.head_dim)
-            hidden = hidden + attn.o_proj(out)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            hidden = _finish_layer(self, layer, hidden, out)
         return self.lm.norm(hidden)
 
 
@@ -267,23 +279,13 @@ class StaticDecodeStep(torch.nn.Module):
 
     def forward(self, hidden, positions, keys, values, slot, key_valid):
         d = self.decoder
-        rows = hidden.shape[0]
         cos, sin = d.rotary(hidden, positions)
         mask = key_valid[:, None, None, :]  # [R, 1, 1, S]
         for index, layer in enumerate(d.layers):
-            attn = layer.self_attn
-            normed = layer.input_layernorm(hidden)
-            query = attn.q_proj(normed).view(rows, 1, d.heads, d.head_dim).transpose(1, 2)
-            key = attn.k_proj(normed).view(rows, 1, d.kv_heads, d.head_dim).transpose(1, 2)
-            value = attn.v_proj(normed).view(rows, 1, d.kv_heads, d.head_dim).transpose(1, 2)
-            query = query * cos + _rotate_half(query) * sin
-            key = key * cos + _rotate_half(key) * sin
+            query, key, value = _project(d, layer, hidden, cos, sin)
             keys[index].index_copy_(2, slot.view(1), key)
             values[index].index_copy_(2, slot.view(1), value)
-            out = d._attend(query, keys[index], values[index], mask)
-            out = out.transpose(1, 2).reshape(rows, 1, d.heads * d.head_dim)
-            hidden = hidden + attn.o_proj(out)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            hidden = _finish_layer(d, layer, hidden, d._attend(query, keys[index], values[index], mask))
         return d.lm.norm(hidden)
 
 
@@ -297,11 +299,6 @@ def _prefill_mask(valid: torch.Tensor) -> torch.Tensor:
     causal = torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
     eye = torch.eye(length, dtype=torch.bool, device=valid.device)
     return ((causal & valid[:, None, :].bool()) | eye)[:, None]
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids for left-padded rows: 0 at each row's first real token. ``[N, L]`` -> ``[N, L]``."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 @contextmanager

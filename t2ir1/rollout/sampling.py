@@ -11,7 +11,6 @@ then top-p), so ``top_k=50`` here is the CoT sampler of the original T2I-R1, whi
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import torch
@@ -20,12 +19,6 @@ import torch
 def prompt_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
     """One generator per prompt, seeded with ``seeds[b]``."""
     return [torch.Generator(device=device).manual_seed(int(s) % (2**63 - 1)) for s in seeds]
-
-
-def derived_seed(*parts: object) -> int:
-    """A 63-bit seed that is a function of ``parts`` only (run seed, step, prompt id ...)."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -115,7 +108,6 @@ from t2ir1.testing.legacy_rollout import SemanticRollout, sample_image_tokens, s
 
 __all__ = [
     "SemanticRollout",
-    "derived_seed",
     "draw",
     "filter_logits",
     "prompt_generators",
