@@ -9,12 +9,22 @@ expects: ``box_format="pixel"`` (default) or ``"normalized"`` (``[0, 1]``), with
 ``image_size=(width, height)`` to convert between them. The near-distance
 threshold is in pixels, as in the original.
 
-``reference_quirks=True`` reproduces the two bugs of the original (REFERENCE §3):
+``reference_quirks=True`` reproduces the bugs of the original's rules (REFERENCE §3,
+"Known bugs"); each is fixed by default:
 
 * ``above`` and ``on top of`` have no branch there, so they score 0
   (``on the top of`` does have one and keeps the normal rule);
 * boxes stay normalised to ``[0, 1]`` while the near threshold stays in pixels
-  (150), so ``next to`` / ``near`` / ``on side of`` always score 1.
+  (150), so ``next to`` / ``near`` / ``on side of`` always score 1;
+* the counting NMS receives ``(cx, cy, w, h)`` boxes read as corners, so it merges
+  almost nothing and counts are raw detections (fixed: NMS on corner boxes);
+* dispatch is by ``task_type`` alone: ``complex`` rows that carry ``spatial_info``
+  get the object rule (fixed: any row with ``spatial_info`` gets the spatial rule);
+* ``obj1 == obj2`` in ``spatial_info`` raises inside the original, which scores 0
+  (fixed: the two most confident distinct boxes of that noun, in either order).
+
+The multi-word-noun bug (first + last word only) lives in the detector's caption
+handling, :mod:`t2ir1.rewards.gdino`.
 """
 
 from __future__ import annotations
@@ -117,7 +127,9 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 
     ``boxes`` is ``[N, 4]`` ``(x_min, y_min, x_max, y_max)``, ``scores`` ``[N]``. A box is
     dropped when its IoU with a kept, higher-scoring box is strictly above ``iou_threshold``.
-    Uses ``torchvision.ops.nms`` when torchvision is installed, else the same rule in torch.
+    Uses ``torchvision.ops.nms`` when torchvision is installed, else the same rule in torch,
+    arithmetic included (areas are not clamped, so degenerate boxes behave as in torchvision:
+    the original's quirk feeds it ``(cx, cy, w, h)`` boxes).
     """
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
@@ -129,7 +141,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     if tv_nms is not None:
         return tv_nms(boxes, scores, iou_threshold)
     order = torch.argsort(scores, descending=True)
-    areas = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # [N], unclamped as in torchvision
     keep: list[int] = []
     suppressed = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
     for index in order.tolist():
@@ -139,7 +151,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         top_left = torch.maximum(boxes[index, :2], boxes[:, :2])  # [N, 2]
         bottom_right = torch.minimum(boxes[index, 2:], boxes[:, 2:])  # [N, 2]
         inter = (bottom_right - top_left).clamp(min=0).prod(dim=1)  # [N]
-        iou = inter / (areas[index] + areas - inter).clamp(min=1e-12)
+        iou = inter / (areas[index] + areas - inter)  # 0 / 0 = nan never suppresses, as in torchvision
         suppressed |= iou > iou_threshold
     return torch.tensor(keep, dtype=torch.long, device=boxes.device)
 
@@ -164,6 +176,20 @@ def _convert_box(box: Box, source: str, target: str, image_size: tuple[int, int]
     return (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
 
 
+def center_size(box: Box) -> Box:
+    """``(x_min, y_min, x_max, y_max)`` -> ``(cx, cy, w, h)``: the layout GroundingDINO predicts."""
+    return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1])
+
+
+def _distinct_by_confidence(detections: Sequence[Detection], nms_iou: float) -> list[Detection]:
+    """``detections`` after NMS at ``nms_iou`` (corner boxes), most confident first."""
+    if not detections:
+        return []
+    boxes = torch.tensor([d.box for d in detections], dtype=torch.float32)  # [N, 4]
+    scores = torch.tensor([d.score for d in detections], dtype=torch.float32)  # [N]
+    return [detections[i] for i in nms(boxes, scores, nms_iou).tolist()]
+
+
 def object_score(record: PromptRecord, detections: Sequence[Detection]) -> float:
     """Fraction of ``record.nouns`` with at least one detection of that label (1 with no nouns)."""
     if not record.nouns:
@@ -181,6 +207,7 @@ def spatial_score(
     near_threshold: float = 150.0,
     detected_weight: float = 0.2,
     reference_quirks: bool = False,
+    nms_iou: float = 0.5,
 ) -> float:
     """0.2 per object of ``spatial_info`` detected, plus ``position_score / 2`` when both are.
 
@@ -188,19 +215,41 @@ def spatial_score(
     ``2 * detected_weight + 0.5`` (0.9 with the paper's weights). Under
     ``reference_quirks`` the boxes are normalised before the position rule while
     ``near_threshold`` stays in pixels (the original's bug); otherwise they are in pixels.
+
+    When ``obj1 == obj2`` ("a cat left of a cat") the two objects are the two most
+    confident boxes of that noun left after NMS at ``nms_iou``, and the relation holds
+    in either order (the better of the two position scores). The original raises in
+    that case and scores 0, which ``reference_quirks`` reproduces.
     """
     info = record.spatial_info
     if info is None:
         raise ValueError(f"spatial_score: record {record.prompt!r} has no spatial_info")
-    best1 = max(_by_label(detections, info.obj1), key=lambda d: d.score, default=None)
-    best2 = max(_by_label(detections, info.obj2), key=lambda d: d.score, default=None)
-    score = detected_weight * ((best1 is not None) + (best2 is not None))
-    if best1 is None or best2 is None:
+    same_noun = _norm_label(info.obj1) == _norm_label(info.obj2)
+    if same_noun and reference_quirks:
+        return 0.0
+    if same_noun:
+        distinct = _distinct_by_confidence(_by_label(detections, info.obj1), nms_iou)[:2]
+        pairs = [(distinct[0], distinct[1]), (distinct[1], distinct[0])] if len(distinct) == 2 else []
+        score = detected_weight * len(distinct)
+    else:
+        best1 = max(_by_label(detections, info.obj1), key=lambda d: d.score, default=None)
+        best2 = max(_by_label(detections, info.obj2), key=lambda d: d.score, default=None)
+        pairs = [(best1, best2)] if best1 is not None and best2 is not None else []
+        score = detected_weight * ((best1 is not None) + (best2 is not None))
+    if not pairs:
         return score
     unit = "normalized" if reference_quirks else "pixel"
-    box1 = _convert_box(best1.box, box_format, unit, image_size)
-    box2 = _convert_box(best2.box, box_format, unit, image_size)
-    position = position_score(box1, box2, info.locality, iou_threshold, near_threshold, reference_quirks)
+    position = max(
+        position_score(
+            _convert_box(first.box, box_format, unit, image_size),
+            _convert_box(second.box, box_format, unit, image_size),
+            info.locality,
+            iou_threshold,
+            near_threshold,
+            reference_quirks,
+        )
+        for first, second in pairs
+    )
     return score + position / 2
 
 
@@ -209,11 +258,17 @@ def numeracy_score(
     detections: Sequence[Detection],
     nms_iou: float = 0.5,
     partial_weight: float = 0.2,
+    image_size: tuple[int, int] | None = None,
+    box_format: str = "pixel",
+    reference_quirks: bool = False,
 ) -> float:
     """Mean over ``numeracy_info`` items of 1 (exact count after NMS), 0.2 (some found) or 0.
 
     For each item the detections of its ``obj_name`` go through NMS at ``nms_iou``;
-    the number kept is the count. Records without items score 1.
+    the number kept is the count. Records without items score 1. Under
+    ``reference_quirks`` the NMS receives normalised ``(cx, cy, w, h)`` boxes as if they
+    were corners, as in the original (it then merges almost nothing: counts are raw
+    detections); ``image_size`` is needed to normalise pixel boxes.
     """
     if not record.numeracy_info:
         return 1.0
@@ -221,7 +276,12 @@ def numeracy_score(
     for item in record.numeracy_info:
         matches = _by_label(detections, item.obj_name)
         if matches:
-            boxes = torch.tensor([d.box for d in matches], dtype=torch.float32)  # [N, 4]
+            corner_boxes = [d.box for d in matches]
+            if reference_quirks:
+                corner_boxes = [
+                    center_size(_convert_box(box, box_format, "normalized", image_size)) for box in corner_boxes
+                ]
+            boxes = torch.tensor(corner_boxes, dtype=torch.float32)  # [N, 4]
             scores = torch.tensor([d.score for d in matches], dtype=torch.float32)  # [N]
             count = int(nms(boxes, scores, nms_iou).numel())
         else:
@@ -252,20 +312,38 @@ def compositional_score(
       T2I-R1 file that carry one) -> :func:`spatial_score`;
     * everything else (``object``, ``two_object``, ``colors``, ``color_attr``, and the
       attribute categories) -> :func:`object_score`.
+
+    Under ``reference_quirks`` the original's dispatch applies instead: by ``task_type``
+    alone, ``spatial`` -> spatial rule (0 when the row has no ``spatial_info``: the
+    original raises and scores 0), ``numeracy`` -> counts, every other type (``complex``
+    rows with ``spatial_info`` included) -> objects.
     """
     if not record.nouns:
         return 1.0
+    spatial_kwargs = {
+        "image_size": image_size,
+        "box_format": box_format,
+        "iou_threshold": iou_threshold,
+        "near_threshold": near_threshold,
+        "detected_weight": detected_weight,
+        "reference_quirks": reference_quirks,
+        "nms_iou": nms_iou,
+    }
+    if reference_quirks:
+        if record.task_type == "spatial":
+            return spatial_score(record, detections, **spatial_kwargs) if record.spatial_info else 0.0
+        if record.task_type == "numeracy":
+            if not record.numeracy_info:
+                raise ValueError(
+                    f"compositional_score: numeracy row {record.prompt!r} has no numeracy_info; the original "
+                    "divides by zero there. Fix the data row or score it with reference_quirks=false"
+                )
+            return numeracy_score(
+                record, detections, nms_iou, partial_weight, image_size, box_format, reference_quirks=True
+            )
+        return object_score(record, detections)
     if record.task_type in NUMERACY_TASKS and record.numeracy_info:
-        return numeracy_score(record, detections, nms_iou, partial_weight)
+        return numeracy_score(record, detections, nms_iou, partial_weight, image_size, box_format)
     if record.spatial_info is not None:
-        return spatial_score(
-            record,
-            detections,
-            image_size=image_size,
-            box_format=box_format,
-            iou_threshold=iou_threshold,
-            near_threshold=near_threshold,
-            detected_weight=detected_weight,
-            reference_quirks=reference_quirks,
-        )
+        return spatial_score(record, detections, **spatial_kwargs)
     return object_score(record, detections)

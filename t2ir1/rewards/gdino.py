@@ -1,17 +1,22 @@
 """GroundingDINO reward (REFERENCE §3, ``gdino``): detect the prompt's nouns, then apply the rules.
 
-Caption ``" . ".join(nouns) + "."``. Each noun's character span (for a multi-word
-noun, the spans of its first and last word) selects text tokens through the fast
-tokenizer's offsets; the positive map row of a noun spreads 1 evenly over those
+Caption ``" . ".join(nouns) + "."``. Each noun's character spans (one per word)
+select text tokens through the fast tokenizer's offsets; the positive map row of a noun spreads 1 evenly over those
 tokens, so the phrase logit ``= positive_map @ sigmoid(logits)`` is the mean token
 probability. A (box, noun) pair is kept when its phrase logit exceeds
 ``box_threshold`` (0.3). The kept detections are scored by
 :func:`t2ir1.rewards.compositional.compositional_score` (object / spatial /
 numeracy rules, NMS at 0.5 for counts).
 
-``reference_quirks: true`` reproduces the original's two bugs: boxes stay
-normalised while the near threshold is 150 px (``next to`` / ``near`` /
-``on side of`` always 1), and ``above`` / ``on top of`` score 0.
+``reference_quirks: true`` reproduces every bug of the original's reward
+(REFERENCE §3): a multi-word noun is grounded on its first and last word and
+labelled with those two words joined, so a noun of 3+ words never matches its own
+label and is never detected; and the rule bugs of
+:mod:`t2ir1.rewards.compositional` (normalised boxes against the 150 px near
+threshold, no ``above`` / ``on top of`` branch, counting NMS on ``(cx, cy, w, h)``
+boxes, dispatch by ``task_type`` alone, ``obj1 == obj2`` scored 0). The original
+runs the detector in fp32 (``dtype: float32``); bf16 flips detections near the
+0.3 threshold.
 
 Images of one micro-batch are grouped by size so that no image is padded (the
 detector's output would depend on the padding); generated images share one size,
@@ -41,12 +46,17 @@ log = logging.getLogger(__name__)
 
 
 def noun_spans(
-    nouns: Sequence[str], separator: str = " . ", terminator: str = "."
+    nouns: Sequence[str], first_and_last_word: bool = False, separator: str = " . ", terminator: str = "."
 ) -> tuple[str, list[list[tuple[int, int]]]]:
-    """The caption and, per noun, its character spans (first and last word of multi-word nouns).
+    """The caption and, per noun, the character spans of its words.
 
-    >>> noun_spans(["cat", "traffic light"])
-    ('cat . traffic light.', [[(0, 3)], [(6, 13), (14, 19)]])
+    ``first_and_last_word`` keeps only the first and last word of a multi-word noun,
+    as the original does (its ``make_detection_prompt``).
+
+    >>> noun_spans(["cat", "big red car"])
+    ('cat . big red car.', [[(0, 3)], [(6, 9), (10, 13), (14, 17)]])
+    >>> noun_spans(["cat", "big red car"], first_and_last_word=True)[1]
+    [[(0, 3)], [(6, 9), (14, 17)]]
     """
     caption_parts: list[str] = []
     spans: list[list[tuple[int, int]]] = []
@@ -62,11 +72,22 @@ def noun_spans(
             start = noun.index(word, cursor)
             word_spans.append((position + start, position + start + len(word)))
             cursor = start + len(word)
-        spans.append(word_spans if len(word_spans) == 1 else [word_spans[0], word_spans[-1]])
+        keep_ends = first_and_last_word and len(word_spans) > 1
+        spans.append([word_spans[0], word_spans[-1]] if keep_ends else word_spans)
         caption_parts.append(noun)
         position += len(noun)
     caption_parts.append(terminator)
     return "".join(caption_parts), spans
+
+
+def detection_label(noun: str, first_and_last_word: bool = False) -> str:
+    """The label a detection of ``noun`` carries: the noun, or (original) its first and last word.
+
+    The original labels a detection with the caption text of its spans joined by a
+    space, so ``"red traffic light"`` becomes ``"red light"`` and never equals the noun.
+    """
+    words = noun.split()
+    return " ".join([words[0], words[-1]]) if first_and_last_word and len(words) > 1 else noun
 
 
 def positive_map(spans: list[list[tuple[int, int]]], offsets: torch.Tensor, length: int) -> torch.Tensor:
@@ -92,8 +113,9 @@ class GroundingDinoReward:
         box_threshold: keep a (box, noun) pair when its phrase logit exceeds this.
         iou_threshold, near_threshold, detected_weight, nms_iou, partial_weight: rule constants
             (see :mod:`t2ir1.rewards.compositional`).
-        reference_quirks: reproduce the original's bugs (normalised boxes, no ``above`` branch).
-        dtype, micro_batch_size, local_files_only: loading knobs.
+        reference_quirks: reproduce the original's bugs (first + last word of multi-word nouns, and
+            the rule bugs of :mod:`t2ir1.rewards.compositional`).
+        dtype, micro_batch_size, local_files_only: loading knobs (the original: ``float32``).
     """
 
     def __init__(
@@ -122,6 +144,7 @@ class GroundingDinoReward:
             "partial_weight": partial_weight,
             "reference_quirks": reference_quirks,
         }
+        self.reference_quirks = reference_quirks
         self.dtype_name = dtype
         self.micro_batch_size = micro_batch_size
         self.local_files_only = local_files_only
@@ -145,7 +168,10 @@ class GroundingDinoReward:
         self, nouns_per_image: Sequence[Sequence[str]], images: Sequence[Image.Image]
     ) -> list[list[Detection]]:
         """Detections (pixel boxes) of each image's nouns; all images must share one size."""
-        captions, spans = zip(*(noun_spans(nouns) for nouns in nouns_per_image), strict=True)
+        quirks = self.reference_quirks
+        captions, spans = zip(
+            *(noun_spans(nouns, first_and_last_word=quirks) for nouns in nouns_per_image), strict=True
+        )
         text = self.processor.tokenizer(
             list(captions), padding="longest", return_offsets_mapping=True, return_tensors="pt"
         )
@@ -175,8 +201,9 @@ class GroundingDinoReward:
             pixel_boxes = (corners[row] * scale).cpu()  # [Q, 4]
             kept = (phrase_logits > self.box_threshold).nonzero().cpu().tolist()  # [(query, noun)]
             scores = phrase_logits.cpu()
+            labels = [detection_label(noun, first_and_last_word=quirks) for noun in nouns]
             results.append(
-                [Detection(nouns[n], tuple(pixel_boxes[q].tolist()), float(scores[q, n])) for q, n in kept]
+                [Detection(labels[n], tuple(pixel_boxes[q].tolist()), float(scores[q, n])) for q, n in kept]
             )
         return results
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -188,3 +190,84 @@ def test_numeracy_score_with_nms():
 
 def test_no_nouns_scores_one():
     assert compositional_score(_record(task_type="object"), []) == 1.0
+
+
+# --- the original's bugs under reference_quirks (REFERENCE §3 "Known bugs"): both values asserted ---
+
+
+def test_numeracy_nms_quirk_counts_raw_detections():
+    """Two apples that are one: xyxy IoU 23/27 = 0.852 -> merged; the (cx, cy, w, h) quirk keeps both.
+
+    100 x 100 image. A = (20, 20, 70, 70), B = (24, 20, 74, 70): inter 46 * 50 = 2300,
+    union 2500 + 2500 - 2300 = 2700, IoU 0.852 > 0.5 -> fixed count 1 (!= 2 -> 0.2).
+    Quirk: normalised (cx, cy, w, h) read as corners: A = (.45, .45, .5, .5) (area .05 * .05
+    = .0025), B = (.49, .45, .5, .5) (area .01 * .05 = .0005); inter .01 * .05 = .0005,
+    union .0025 + .0005 - .0005 = .0025, IoU 0.2 <= 0.5 -> both kept: count 2 == 2 -> 1.
+    """
+    record = _record(task_type="numeracy", nouns=("apple",), numeracy_info=(NumeracyItem("apple", 2),))
+    detections = [Detection("apple", (20.0, 20.0, 70.0, 70.0), 0.9), Detection("apple", (24.0, 20.0, 74.0, 70.0), 0.8)]
+    assert box_iou(detections[0].box, detections[1].box) == pytest.approx(23 / 27)
+    assert compositional_score(record, detections, image_size=(100, 100)) == pytest.approx(0.2)
+    assert compositional_score(
+        record, detections, image_size=(100, 100), reference_quirks=True
+    ) == pytest.approx(1.0)
+
+
+
+@pytest.mark.parametrize("torchvision_present", [True, False])
+def test_nms_on_degenerate_boxes_matches_torchvision(monkeypatch, torchvision_present):
+    """The torch fallback reads boxes exactly as torchvision does, degenerate quirk boxes included."""
+    if not torchvision_present:
+        monkeypatch.setitem(sys.modules, "torchvision.ops", None)  # the import fails: fallback path
+    quirk_boxes = torch.tensor([[0.45, 0.45, 0.5, 0.5], [0.49, 0.45, 0.5, 0.5]])
+    # IoU 0.2 (worked out above): kept at 0.5, suppressed at 0.19
+    assert nms(quirk_boxes, torch.tensor([0.9, 0.8]), 0.5).tolist() == [0, 1]
+    assert nms(quirk_boxes, torch.tensor([0.9, 0.8]), 0.19).tolist() == [0]
+    # "x_max < x_min" on both axes: area (0.2 - 0.6) * (0.3 - 0.5) = 0.08 (not clamped), intersection 0
+    inverted = torch.tensor([[0.6, 0.5, 0.2, 0.3], [0.6, 0.5, 0.2, 0.3]])
+    assert nms(inverted, torch.tensor([0.9, 0.8]), 0.5).tolist() == [0, 1]
+
+
+def test_complex_row_with_spatial_info_dispatch_quirk():
+    """A complex row carrying spatial_info: fixed -> spatial rule (max 0.9); quirk -> object rule (max 1)."""
+    record = _record(
+        task_type="complex", nouns=("cat", "dog"), spatial_info=SpatialInfo("cat", "dog", "right of")
+    )
+    # the cat at cx 5 is LEFT of the dog at cx 105: the relation fails
+    detections = [Detection("cat", A, 0.9), Detection("dog", B_RIGHT, 0.8)]
+    # fixed: 0.2 + 0.2 + position 0 / 2 = 0.4
+    assert compositional_score(record, detections) == pytest.approx(0.4)
+    # quirk: both nouns detected -> 2 / 2 = 1.0, the relation is never looked at
+    assert compositional_score(record, detections, image_size=(384, 384), reference_quirks=True) == 1.0
+    # quirk: a spatial row without spatial_info raises in the original and scores 0; fixed: objects
+    bare = _record(task_type="spatial", nouns=("cat", "dog"))
+    assert compositional_score(bare, detections, reference_quirks=True) == 0.0
+    assert compositional_score(bare, detections) == 1.0
+    # quirk: a GenEval "position" row is not "spatial": object rule
+    position = _record(task_type="position", nouns=("cat", "dog"), spatial_info=record.spatial_info)
+    assert compositional_score(position, detections, image_size=(384, 384), reference_quirks=True) == 1.0
+    assert compositional_score(position, detections) == pytest.approx(0.4)
+
+
+def test_same_object_twice():
+    """"a cat left of a cat": fixed uses the two most confident distinct cats; the original scores 0."""
+    record = _record(task_type="spatial", nouns=("cat",), spatial_info=SpatialInfo("cat", "cat", "left of"))
+    duplicate = Detection("cat", (1.0, 0.0, 11.0, 10.0), 0.85)  # IoU 0.82 with A: merged by NMS
+    detections = [Detection("cat", A, 0.9), duplicate, Detection("cat", B_RIGHT, 0.8)]
+    # fixed: distinct cats A and B_RIGHT: 0.2 + 0.2; A is left of B (dx = 100) -> position 1 -> + 0.5
+    assert compositional_score(record, detections, image_size=(384, 384)) == pytest.approx(0.9)
+    # either order counts: the same boxes with the scores swapped give the same 0.9
+    swapped = [Detection("cat", A, 0.8), Detection("cat", B_RIGHT, 0.9)]
+    assert compositional_score(record, swapped, image_size=(384, 384)) == pytest.approx(0.9)
+    # only one distinct cat (A and its duplicate) -> 0.2, no position term
+    assert compositional_score(record, detections[:2], image_size=(384, 384)) == pytest.approx(0.2)
+    # quirk: 0 whatever is detected
+    assert compositional_score(record, detections, image_size=(384, 384), reference_quirks=True) == 0.0
+    assert compositional_score(record, [], image_size=(384, 384), reference_quirks=True) == 0.0
+
+
+def test_numeracy_quirk_needs_numeracy_info():
+    record = _record(task_type="numeracy", nouns=("apple",))
+    with pytest.raises(ValueError, match="has no numeracy_info"):
+        compositional_score(record, [], reference_quirks=True)
+    assert compositional_score(record, []) == 0.0  # fixed: no items -> object rule, nothing found

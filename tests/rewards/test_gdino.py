@@ -9,7 +9,7 @@ from PIL import Image
 
 from t2ir1.data.records import PromptRecord, SpatialInfo
 from t2ir1.rewards.compositional import compositional_score
-from t2ir1.rewards.gdino import GroundingDinoReward, noun_spans, positive_map
+from t2ir1.rewards.gdino import GroundingDinoReward, detection_label, noun_spans, positive_map
 from t2ir1.rewards.tiny import build_tiny_gdino
 
 
@@ -28,15 +28,24 @@ def reward(gdino_path):
 def test_noun_spans_and_positive_map():
     caption, spans = noun_spans(["cat", "big red traffic light"])
     assert caption == "cat . big red traffic light."
-    # "big" at 6..9 and "light" at 22..27: first and last word only
-    assert spans == [[(0, 3)], [(6, 9), (22, 27)]]
+    # every word: "big" 6..9, "red" 10..13, "traffic" 14..21, "light" 22..27
+    assert spans == [[(0, 3)], [(6, 9), (10, 13), (14, 21), (22, 27)]]
+    # the original: first and last word only
+    quirk_caption, quirk_spans = noun_spans(["cat", "big red traffic light"], first_and_last_word=True)
+    assert quirk_caption == caption and quirk_spans == [[(0, 3)], [(6, 9), (22, 27)]]
     # tokens: [CLS] cat . big red traffic light . [SEP]
     offsets = torch.tensor([[0, 0], [0, 3], [4, 5], [6, 9], [10, 13], [14, 21], [22, 27], [27, 28], [0, 0]])
-    pos = positive_map(spans, offsets, length=9)
     expected = torch.zeros(2, 9)
     expected[0, 1] = 1.0
-    expected[1, 3] = expected[1, 6] = 0.5  # "red" and "traffic" are not part of the span set
-    torch.testing.assert_close(pos, expected)
+    expected[1, 3:7] = 0.25
+    torch.testing.assert_close(positive_map(spans, offsets, length=9), expected)
+    expected[1, 3:7] = 0.0
+    expected[1, 3] = expected[1, 6] = 0.5  # "red" and "traffic" are not part of the original's span set
+    torch.testing.assert_close(positive_map(quirk_spans, offsets, length=9), expected)
+    # labels: the original joins the first and last word, so a 3+ word noun never matches itself
+    assert detection_label("big red traffic light") == "big red traffic light"
+    assert detection_label("big red traffic light", first_and_last_word=True) == "big light"
+    assert detection_label("traffic light", first_and_last_word=True) == "traffic light"
 
 
 def test_phrase_logits_are_mean_token_probabilities(reward):
@@ -107,3 +116,17 @@ def test_reference_quirks_switch(gdino_path):
     )
     # normalised boxes against a 150 px threshold -> position 1 -> 0.9
     assert quirky([near], [image]).scores.item() == pytest.approx(0.9)
+
+
+def test_three_word_noun_quirk(gdino_path):
+    """With box threshold 0 every noun is detected; the original never matches a 3-word noun."""
+    record = PromptRecord(prompt="a cat and a red traffic light", task_type="object", nouns=("cat", "red traffic light"))
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    fixed = GroundingDinoReward(model_path=gdino_path, dtype="float32", box_threshold=0.0)
+    quirky = GroundingDinoReward(model_path=gdino_path, dtype="float32", box_threshold=0.0, reference_quirks=True)
+    fixed.setup("cpu")
+    quirky.setup("cpu")
+    # fixed: both nouns found -> 2 / 2; quirk: "red traffic light" is labelled "red light" -> 1 / 2
+    assert fixed([record], [image]).scores.item() == 1.0
+    assert quirky([record], [image]).scores.item() == pytest.approx(0.5)
+    assert {d.label for d in quirky.detect([record.nouns], [image])[0]} == {"cat", "red light"}
