@@ -34,6 +34,8 @@ from t2ir1.rewards.base import RewardOutput
 
 log = logging.getLogger(__name__)
 
+AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -77,7 +79,9 @@ class HPSReward:
             to register before building ``arch`` (used for tiny test architectures).
         context_length: tokenizer context (77 for CLIP).
         mean, std: image normalisation (OpenAI CLIP).
-        dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16``, ``float16``.
+        dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16``, ``float16``: the weights.
+        autocast: ``null`` or ``float16`` / ``bfloat16``: run the encoders under ``torch.autocast``
+            in that dtype on the model's device (the original: fp32 weights under fp16 autocast).
         micro_batch_size: images per forward pass.
     """
 
@@ -90,9 +94,15 @@ class HPSReward:
         mean: Sequence[float] = OPENAI_CLIP_MEAN,
         std: Sequence[float] = OPENAI_CLIP_STD,
         dtype: str = "auto",
+        autocast: str | None = None,
         micro_batch_size: int = 16,
         name: str = "hps",
     ) -> None:
+        if autocast is not None and autocast not in AUTOCAST_DTYPES:
+            raise ValueError(
+                f"{name}: autocast {autocast!r} is unknown; expected null or one of {', '.join(AUTOCAST_DTYPES)}"
+            )
+        self.autocast = autocast
         self.name = name
         self.checkpoint = checkpoint
         self.arch = arch
@@ -157,7 +167,10 @@ class HPSReward:
             unique = list(position)
             prompt_index = torch.tensor([position[p] for p in prompts], device=self.device)  # [b]
             tokens = self.tokenizer(unique).to(self.device)  # [u, 77]
-            image_features = self.model.encode_image(pixels, normalize=True)  # [b, D]
-            text_features = self.model.encode_text(tokens, normalize=True)[prompt_index]  # [u, D] -> [b, D]
+            with torch.autocast(
+                self.device.type, dtype=AUTOCAST_DTYPES.get(self.autocast), enabled=self.autocast is not None
+            ):
+                image_features = self.model.encode_image(pixels, normalize=True)  # [b, D]
+                text_features = self.model.encode_text(tokens, normalize=True)[prompt_index]  # [u, D] -> [b, D]
             scores[chunk] = (image_features.float() * text_features.float()).sum(dim=-1).cpu()
         return RewardOutput(self.name, scores)

@@ -129,3 +129,18 @@ def test_clear_errors(tiny_hps, tmp_path):
         HPSReward(checkpoint=str(tmp_path / "bad.pt"), arch=TINY_HPS_ARCH).setup()
     with pytest.raises(RuntimeError, match="setup"):
         HPSReward(**tiny_hps[0])([], [])
+
+
+def test_autocast_option(tiny_hps, records, images):
+    """The original scores fp32 weights under fp16 autocast: close to fp32, not bit-equal; bad names refused."""
+    full = HPSReward(**tiny_hps[0], dtype="float32")
+    full.setup("cpu")
+    half = HPSReward(**tiny_hps[0], dtype="float32", autocast="float16")
+    half.setup("cpu")
+    assert half.model.visual.conv1.weight.dtype == torch.float32  # weights stay fp32
+    exact, autocast = full(records, images).scores, half(records, images).scores
+    assert autocast.dtype == torch.float32
+    difference = (exact - autocast).abs().max().item()
+    assert 0 < difference < 2e-2  # fp16 matmuls: rounding-level change (10-bit mantissa)
+    with pytest.raises(ValueError, match="autocast 'int8' is unknown"):
+        HPSReward(**tiny_hps[0], autocast="int8")

@@ -87,7 +87,7 @@ def _hand_score(reward: OutcomeRewardModel, prompt: str, image) -> float:
     embeds = reward.model.get_input_embeddings()(ids)
     embeds[ids == reward.image_token_id] = features
     with torch.no_grad():
-        probs = reward.model(inputs_embeds=embeds).logits[0, -1].softmax(-1)
+        probs = (reward.model(inputs_embeds=embeds).logits[0, -1] / reward.temperature).softmax(-1)
     p_yes, p_no = probs[reward.yes_ids].sum().item(), probs[reward.no_ids].sum().item()
     return p_yes / (p_yes + p_no)
 
@@ -157,3 +157,101 @@ def test_batched_preprocessing_matches_pil(reward):
     enlarged = pad_and_resize(images[4:5], reward.pad_colour, 224).permute(0, 2, 3, 1).numpy().astype(int)
     pil = _pil_reference(images[4], reward.pad_colour, 224).astype(int)
     assert np.abs(enlarged[0] - pil).max() <= 2
+
+
+# --- readouts (REFERENCE §3 orm row): temperature, lowercase ids, the original's sampled draw ---
+
+
+@pytest.fixture(scope="module")
+def paper_reward(checkpoints):
+    """The paper preset's readout: sampled, temperature 0.3, lowercase yes / no only."""
+    member = OutcomeRewardModel(
+        model_path=str(checkpoints[1]),
+        dtype="float32",
+        yes_tokens=("yes",),
+        no_tokens=("no",),
+        temperature=0.3,
+        readout="sampled",
+        seed=0,
+    )
+    member.setup("cpu")
+    return member
+
+
+def _logits(reward: OutcomeRewardModel, rows: int = 1, **values: float) -> torch.Tensor:
+    """``[rows, V]`` first-token logits: -30 everywhere except the named tokens."""
+    logits = torch.full((rows, len(reward.tokenizer)), -30.0)
+    for token, value in values.items():
+        logits[:, reward.tokenizer.convert_tokens_to_ids(token)] = value
+    return logits
+
+
+def test_forward_readout_temperature(checkpoints):
+    """(z_yes, z_no) = (1, 0): sigmoid(1 / 0.3) = 0.966 at the paper's temperature, sigmoid(1) = 0.731 at 1."""
+    member = OutcomeRewardModel(model_path=str(checkpoints[1]), dtype="float32", yes_tokens=("yes",), no_tokens=("no",))
+    member.setup("cpu")
+    assert member.temperature == 0.3 and member.readout == "forward"  # paper defaults
+    assert member.readout_scores(_logits(member, yes=1.0, no=0.0)).item() == pytest.approx(0.9656, abs=1e-4)
+    member.temperature = 1.0
+    assert member.readout_scores(_logits(member, yes=1.0, no=0.0)).item() == pytest.approx(0.7311, abs=1e-4)
+    # summing the capitalised forms in (t2ir1's default spellings) changes the score when they disagree:
+    # z_Yes = 1, z_No = -30 at T 1: (e + e) / (e + e + 1 + e^-30) = 2e / (2e + 1) = 0.8446
+    both = OutcomeRewardModel(model_path=str(checkpoints[1]), dtype="float32", temperature=1.0)
+    both.setup("cpu")
+    assert both.readout_scores(_logits(both, yes=1.0, no=0.0, Yes=1.0)).item() == pytest.approx(0.8446, abs=1e-4)
+
+
+def test_sampled_readout_scores_zero_when_the_draw_is_not_yes_or_no(paper_reward):
+    # yes dominates the draw: the score is the ratio, sigmoid(1 / 0.3) with z_cat far below
+    logits = _logits(paper_reward, rows=4, yes=12.0, no=11.0)
+    torch.testing.assert_close(paper_reward.readout_scores(logits), torch.full((4,), 0.9656), atol=1e-4, rtol=0)
+    # "cat" dominates (P(cat) = 1 - O(e^-30)): every draw fails -> 0, where the forward readout says 0.966
+    logits = _logits(paper_reward, rows=4, cat=10.0, yes=1.0, no=0.0)
+    assert paper_reward.readout_scores(logits).tolist() == [0.0] * 4
+    # a drawn "Yes" passes the original's lower().strip() check, but only lowercase ids are read:
+    # z_Yes = 10 wins the draw; ratio over yes / no = sigmoid((1 - 0) / 0.3) = 0.966
+    logits = _logits(paper_reward, rows=4, Yes=10.0, yes=1.0, no=0.0)
+    torch.testing.assert_close(paper_reward.readout_scores(logits), torch.full((4,), 0.9656), atol=1e-4, rtol=0)
+
+
+def test_sampled_readout_top_k(paper_reward):
+    """top_k 2 keeps cat (2) and yes (1); no (0) is cut, so P(no) = 0 and an answered draw scores 1.
+
+    The draw picks yes with probability 1 / (1 + e^(1 / 0.3)) = 0.034, otherwise cat (score 0).
+    """
+    paper_reward.sample_top_k = 2
+    try:
+        scores = paper_reward.readout_scores(_logits(paper_reward, rows=400, cat=2.0, yes=1.0, no=0.0))
+    finally:
+        paper_reward.sample_top_k = 50
+    assert set(scores.tolist()) == {0.0, 1.0}
+    assert 0.005 < scores.mean().item() < 0.08  # 0.034 expected; 400 draws: std 0.009
+
+
+def test_answer_token_ids_follow_the_original_check(paper_reward):
+    tokens = set(paper_reward.tokenizer.convert_ids_to_tokens(paper_reward.answer_ids.tolist()))
+    assert {"yes", "no", "Yes", "No"} <= tokens
+    assert all(token.lower().strip() in ("yes", "no") for token in tokens)
+
+
+def test_sampled_member_end_to_end(checkpoints, paper_reward, records, images):
+    """Each sampled score is 0 (failed draw) or the forward ratio over the same warped distribution."""
+    forward = OutcomeRewardModel(
+        model_path=str(checkpoints[1]), dtype="float32", yes_tokens=("yes",), no_tokens=("no",), readout="forward"
+    )
+    forward.setup("cpu")
+    paper_reward.sample_top_k = 0  # the tiny random judge may rank yes / no below 50
+    try:
+        sampled = paper_reward(records, images).scores
+    finally:
+        paper_reward.sample_top_k = 50
+    expected = forward(records, images).scores
+    for got, ratio in zip(sampled.tolist(), expected.tolist(), strict=True):
+        assert got == 0.0 or got == pytest.approx(ratio, abs=1e-6)
+
+
+def test_readout_errors(checkpoints):
+    with pytest.raises(ValueError, match="readout 'greedy' is unknown"):
+        OutcomeRewardModel(model_path=str(checkpoints[1]), readout="greedy")
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        OutcomeRewardModel(model_path=str(checkpoints[1]), temperature=0.0)
