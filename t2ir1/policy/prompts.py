@@ -1,6 +1,7 @@
 """Prompt construction for the two levels of BiCoT (REFERENCE §2.1-2.2).
 
-Semantic level:  "{SYSTEM}\n\n<|User|>: {reasoning_prompt.format(prompt)}\n\n<|Assistant|>:"
+Semantic level:  "{SYSTEM}\n\n<|User|>: {reasoning_prompt.format(prompt).strip()}\n\n<|Assistant|>:"
+                 (then stripped as a whole, as the original's ``apply_sft_template`` does)
 Token level:     "<|User|>: {prompt}. {cot}\n\n<|Assistant|>:" + "<begin_of_image>"
 BOS is added by the tokenizer in both cases.
 """
@@ -13,8 +14,8 @@ SYSTEM_PROMPT = (
     "You are a helpful assistant that receives an image prompt and generate a visualization of the prompt."
 )
 
-# t2ir1's own wording of the reasoning instruction; `policy.reasoning_prompt` may point at
-# another file, e.g. the original T2I-R1 text in ../shared/data/t2i-r1/reasoning_prompt.txt.
+# t2ir1's own wording of the reasoning instruction; `algo.reasoning_prompt` may name a shipped
+# prompt (NAMED_REASONING_PROMPTS), give literal text or point at a file.
 DEFAULT_REASONING_PROMPT = (
     'Describe how an image for the prompt "{}" should look before it is drawn. '
     "In 50 words or fewer, mention every object in the prompt, give each one its stated "
@@ -23,18 +24,31 @@ DEFAULT_REASONING_PROMPT = (
 )
 
 
+# Prompts shipped in t2ir1/policy/reasoning_prompts/, selectable by name.
+REASONING_PROMPTS_DIR = Path(__file__).resolve().parent / "reasoning_prompts"
+NAMED_REASONING_PROMPTS = {
+    # the original T2I-R1 reasoning_prompt.txt, byte for byte (Apache-2.0; see NOTICE.md there)
+    "t2i_r1": REASONING_PROMPTS_DIR / "t2i_r1.txt",
+}
+
+
 class PromptTemplateError(ValueError):
     """A reasoning prompt that cannot be formatted with the user's prompt."""
 
 
 def load_reasoning_prompt(text_or_path: str | None) -> str:
-    """Return the reasoning template: the default, literal text, or the contents of a file.
+    """Return the reasoning template: the default, a shipped one by name, literal text, or a file's text.
 
-    A template must contain exactly one ``{}`` where the image prompt goes.
+    ``"default"`` (or ``None``) is t2ir1's wording; ``"t2i_r1"`` the original's file
+    (:data:`NAMED_REASONING_PROMPTS`). A template must contain exactly one ``{}`` where the
+    image prompt goes.
     """
     if text_or_path is None or text_or_path == "default":
         template = DEFAULT_REASONING_PROMPT
         source = "the default reasoning prompt"
+    elif text_or_path in NAMED_REASONING_PROMPTS:
+        template = NAMED_REASONING_PROMPTS[text_or_path].read_text(encoding="utf-8")
+        source = str(NAMED_REASONING_PROMPTS[text_or_path])
     else:
         candidate = Path(text_or_path).expanduser()
         is_file = "\n" not in text_or_path and len(text_or_path) < 4096 and candidate.is_file()
@@ -49,8 +63,13 @@ def load_reasoning_prompt(text_or_path: str | None) -> str:
 
 
 def semantic_prompt(prompt: str, reasoning_template: str, system_prompt: str = SYSTEM_PROMPT) -> str:
-    """The text the policy continues with its semantic-level CoT (no BOS: the tokenizer adds it)."""
-    return f"{system_prompt}\n\n<|User|>: {reasoning_template.format(prompt)}\n\n<|Assistant|>:"
+    """The text the policy continues with its semantic-level CoT (no BOS: the tokenizer adds it).
+
+    The formatted message is stripped before the template and the whole text again, as the
+    original does, so the original file's trailing space never reaches the tokenizer.
+    """
+    message = reasoning_template.format(prompt).strip()
+    return f"{system_prompt}\n\n<|User|>: {message}\n\n<|Assistant|>:".strip()
 
 
 def image_prompt(prompt: str, cot: str | None) -> str:

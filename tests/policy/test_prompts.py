@@ -33,3 +33,23 @@ def test_reasoning_prompt_sources(tmp_path):
 def test_the_original_reasoning_prompt_file_loads(shared_dir):
     template = load_reasoning_prompt(str(shared_dir / "data/t2i-r1/reasoning_prompt.txt"))
     assert "50 words" in template and template.count("{}") == 1
+
+
+def test_the_shipped_original_prompt_is_stripped():
+    """The shipped copy needs no ../shared (test_the_shipped_copy_is_the_original_file checks its bytes)."""
+    template = load_reasoning_prompt("t2i_r1")
+    assert template.startswith('You are asked to generate an image based on this prompt: "{}"\n')
+    assert template.endswith("Output your visualization directly without explanation: ")  # trailing space kept
+    text = semantic_prompt("a cat", template)
+    # the message is stripped as the original does: no trailing space before the assistant turn
+    assert text.endswith('Do not miss objects. Output your visualization directly without explanation:\n\n<|Assistant|>:')
+    assert text.startswith(f'{SYSTEM_PROMPT}\n\n<|User|>: You are asked to generate an image based on this prompt: "a cat"\n')
+    # leading/trailing whitespace of a literal template goes too
+    assert semantic_prompt("a cat", "  Think about {} now.  ") == semantic_prompt("a cat", "Think about {} now.")
+
+
+def test_the_shipped_copy_is_the_original_file(shared_dir):
+    from t2ir1.policy.prompts import NAMED_REASONING_PROMPTS
+
+    original = shared_dir / "data/t2i-r1/reasoning_prompt.txt"
+    assert NAMED_REASONING_PROMPTS["t2i_r1"].read_bytes() == original.read_bytes()
