@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from t2ir1.lit.checkpointing import AtomicCheckpointIO, ResumableData
 from t2ir1.lit.loggers import finish_wandb
 from t2ir1.lit.module import BiCoTGRPOModule
+from t2ir1.presets import check_training_config
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def _checked_ckpt_path(cfg: DictConfig) -> str | None:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train as configured; returns the last logged value of every metric."""
+    check_training_config(cfg)  # real model under an offline preset; bf16 weights without an fp32 master copy
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = _checked_ckpt_path(cfg)
     # the training loader becomes stateful, so a resumed run continues at the same batch
