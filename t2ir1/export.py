@@ -5,13 +5,15 @@
     the base model of the run (from the run's ``.hydra/config.yaml``, or ``--base``) with the
     trained policy weights merged in, plus its processor. Loadable with
     ``JanusForConditionalGeneration.from_pretrained(OUT)`` and usable as
-    ``model.name_or_path=OUT`` in training, ``generate.py`` and ``eval.py``.
+    ``model.name_or_path=OUT`` in training, ``generate.py`` and ``eval.py``. The checkpoint's run
+    card (prompts, sampling settings: :mod:`t2ir1.policy.run_card`) is written next to the weights.
 
 ``python -m t2ir1.export convert-deepseek SRC DST [--config-from HF_DIR]``
     DeepSeek's original Janus(-Pro) layout (``pytorch_model.bin`` / ``*.safetensors`` with
     ``language_model.model.*``, ``gen_vision_model.*`` ... keys and a DeepSeek
     ``config.json``) -> transformers format, so that DeepSeek's checkpoints and the released
-    T2I-R1 weights can be loaded. The key renames follow the layout transformers' own Janus
+    T2I-R1 weights can be loaded (``--reasoning-prompt t2i_r1`` writes a run card so that they
+    are evaluated with the original prompt). The key renames follow the layout transformers' own Janus
     conversion maps (merged ``qkv`` / ``kv`` projections are split, the attention-pool head
     and the VQ codebook-usage buffer are dropped).
 """
@@ -29,6 +31,9 @@ from pathlib import Path
 
 import torch
 from transformers import JanusConfig, JanusForConditionalGeneration
+
+from t2ir1.policy import run_card
+from t2ir1.policy.prompts import load_reasoning_prompt
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +130,17 @@ def export_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     policy.processor.save_pretrained(out)
+    _write_run_card(run_card.card_from_checkpoint(ckpt_path), out, f"{ckpt_path} has no run card (written before cards existed)")
     log.info("exported %s -> %s", ckpt_path, out)
     return out
+
+
+def _write_run_card(card, out: Path, missing: str) -> None:
+    """The prompts and sampling settings next to the weights, so generate.py / eval.py use them."""
+    if card is None:
+        log.warning("%s: generate.py / eval.py will use the paper's defaults for %s", missing, out)
+        return
+    log.info("run card -> %s", card.save(out))
 
 
 # ----------------------------------------------------------------------------- DeepSeek layout
@@ -270,7 +284,13 @@ def load_deepseek_state(src: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def convert_deepseek(src: str | os.PathLike, dst: str | os.PathLike, config_from: str | None = None, dtype: str | None = None) -> Path:
+def convert_deepseek(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    config_from: str | None = None,
+    dtype: str | None = None,
+    reasoning_prompt: str | None = None,
+) -> Path:
     """Convert a DeepSeek-layout Janus directory to transformers format (model + processor).
 
     Args:
@@ -279,6 +299,9 @@ def convert_deepseek(src: str | os.PathLike, dst: str | os.PathLike, config_from
         config_from: a transformers Janus directory whose ``config.json`` to use instead of
             deriving one from DeepSeek's (e.g. for architectures its config does not describe).
         dtype: cast the weights (default: keep the checkpoint's).
+        reasoning_prompt: write a run card with this reasoning prompt (a name such as ``t2i_r1``,
+            literal text or a file) and the paper's sampling settings, so that ``generate.py`` /
+            ``eval.py`` use the prompt the weights were trained with (the released T2I-R1: ``t2i_r1``).
     """
     from transformers import AutoTokenizer, JanusImageProcessor, JanusProcessor
 
@@ -332,6 +355,9 @@ def convert_deepseek(src: str | os.PathLike, dst: str | os.PathLike, config_from
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst, safe_serialization=True)
     processor.save_pretrained(dst)
+    if reasoning_prompt is not None:
+        template = load_reasoning_prompt(reasoning_prompt)
+        _write_run_card(run_card.RunCard(template, training=dict(run_card.PAPER_SAMPLING), evaluation=dict(run_card.PAPER_SAMPLING)), dst, "")
     log.info("converted DeepSeek Janus %s -> %s (%d tensors)", src, dst, len(state))
     return dst
 
@@ -371,8 +397,15 @@ def _convert_cli(argv: list[str]) -> Path:
     parser.add_argument("dst", help="output directory")
     parser.add_argument("--config-from", default=None, help="use this transformers Janus directory's config.json")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="cast the weights")
+    parser.add_argument(
+        "--reasoning-prompt",
+        default=None,
+        help="write a run card with this reasoning prompt (e.g. t2i_r1 for the released T2I-R1 weights) and the paper's sampling",
+    )
     args = parser.parse_args(argv)
-    return convert_deepseek(args.src, args.dst, config_from=args.config_from, dtype=args.dtype)
+    return convert_deepseek(
+        args.src, args.dst, config_from=args.config_from, dtype=args.dtype, reasoning_prompt=args.reasoning_prompt
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from omegaconf import OmegaConf
+
 from t2ir1.policy.janus import JanusPolicy
 from t2ir1.policy.prompts import SYSTEM_PROMPT, load_reasoning_prompt
+from t2ir1.policy.run_card import generation_settings
 from t2ir1.rollout.sampling import prompt_generators, sample_image_tokens, sample_semantic_cot
 
 log = logging.getLogger(__name__)
@@ -289,7 +292,8 @@ def run(cfg) -> list[dict]:
                     done[(sample.prompt, sample.sample_index)] = row
             progress.update(len(batch))
 
-        g = cfg.generation
+        # null settings come from the model's run card (what it was trained with), else the paper's
+        g = OmegaConf.create(generation_settings(OmegaConf.to_container(cfg.generation, resolve=True), policy, cfg.get("ckpt_path")))
         try:
             generate_samples(
                 policy,
@@ -301,6 +305,7 @@ def run(cfg) -> list[dict]:
                 image_temperature=float(g.image_temperature),
                 max_new_tokens=int(g.max_new_tokens),
                 reasoning_template=g.reasoning_prompt,
+                system_prompt=g.system_prompt,
                 batch_size=int(g.batch_size),
                 seed=int(cfg.seed),
                 decode_micro_batch_size=int(g.decode_micro_batch_size),

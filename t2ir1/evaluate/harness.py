@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from t2ir1.evaluate.base import Benchmark, EvalItem, ImageEntry
 from t2ir1.evaluate.report import compare_table, results_table
+from t2ir1.policy.run_card import generation_settings
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,6 @@ def generate_missing(
             benchmark.n_per_prompt,
         )
         return 0
-    settings = {**OmegaConf.to_container(cfg.generation, resolve=True), **overrides}
     log.info(
         "generating %d prompt(s) x %d image(s) %s semantic CoT (%d prompt(s) already done)",
         len(todo),
@@ -126,6 +126,8 @@ def generate_missing(
     # model configs are partials (the training module builds them in configure_model)
     policy = factory() if isinstance(factory, functools.partial) else factory
     policy = policy.to(resolve_device(cfg.device))
+    # null settings come from the model's run card (what it was trained with), else the paper's
+    settings = generation_settings({**OmegaConf.to_container(cfg.generation, resolve=True), **overrides}, policy, cfg.get("ckpt_path"))
     written = 0
     progress = tqdm(total=len(todo) * benchmark.n_per_prompt, desc=f"{benchmark.name}: generate", unit="img")
     log_path = out_dir / GENERATIONS_JSONL
@@ -162,6 +164,7 @@ def generate_missing(
             image_temperature=settings["image_temperature"],
             max_new_tokens=settings["max_new_tokens"],
             reasoning_template=settings["reasoning_prompt"],
+            system_prompt=settings["system_prompt"],
             batch_size=settings["batch_size"],
             seed=int(cfg.seed),
             decode_micro_batch_size=settings["decode_micro_batch_size"],

@@ -22,6 +22,7 @@ from t2ir1.algos.losses import bicot_grpo_loss
 from t2ir1.data.records import PromptRecord
 from t2ir1.policy.janus import JanusPolicy, ReferenceModel
 from t2ir1.policy.logprobs import image_logprobs, text_logprobs
+from t2ir1.policy import run_card
 from t2ir1.policy.prompts import SYSTEM_PROMPT, load_reasoning_prompt
 from t2ir1.rewards.base import RewardOutput
 from t2ir1.rollout.sampling import (
@@ -301,6 +302,7 @@ class BiCoTGRPOModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the micro-step seeds every prompt's sampling (prompt_seed): a resumed run needs it
         checkpoint["t2ir1_module"] = {"micro_step": self._micro_step}
+        run_card.add_to_checkpoint(checkpoint, self.settings, self.reasoning_template)  # prompts travel with the weights
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._micro_step = int(checkpoint.get("t2ir1_module", {}).get("micro_step", 0))

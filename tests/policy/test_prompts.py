@@ -53,3 +53,8 @@ def test_the_shipped_copy_is_the_original_file(shared_dir):
 
     original = shared_dir / "data/t2i-r1/reasoning_prompt.txt"
     assert NAMED_REASONING_PROMPTS["t2i_r1"].read_bytes() == original.read_bytes()
+
+
+def test_a_long_literal_template_is_text_not_a_path():
+    long_template = "Describe {} " + "in great detail " * 30  # > 255 characters: not a valid file name
+    assert load_reasoning_prompt(long_template) == long_template
