@@ -300,7 +300,7 @@ def convert_deepseek(
             deriving one from DeepSeek's (e.g. for architectures its config does not describe).
         dtype: cast the weights (default: keep the checkpoint's).
         reasoning_prompt: write a run card with this reasoning prompt (a name such as ``t2i_r1``,
-            literal text or a file) and the paper's sampling settings, so that ``generate.py`` /
+            literal text or a file) and the original's sampling settings (CoT top-k 50), so that ``generate.py`` /
             ``eval.py`` use the prompt the weights were trained with (the released T2I-R1: ``t2i_r1``).
     """
     from transformers import AutoTokenizer, JanusImageProcessor, JanusProcessor
@@ -357,7 +357,8 @@ def convert_deepseek(
     processor.save_pretrained(dst)
     if reasoning_prompt is not None:
         template = load_reasoning_prompt(reasoning_prompt)
-        _write_run_card(run_card.RunCard(template, training=dict(run_card.PAPER_SAMPLING), evaluation=dict(run_card.PAPER_SAMPLING)), dst, "")
+        sampling = run_card.ORIGINAL_SAMPLING  # the original samples its CoT with top-k 50
+        _write_run_card(run_card.RunCard(template, training=dict(sampling), evaluation=dict(sampling)), dst, "")
     log.info("converted DeepSeek Janus %s -> %s (%d tensors)", src, dst, len(state))
     return dst
 

@@ -8,9 +8,9 @@ import logging
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
 from test_export import to_deepseek  # the hand-written DeepSeek layout of the tiny model
 from transformers import AutoTokenizer
-from safetensors.torch import load_file
 from workflow_runs import CONF, compose_train
 
 from t2ir1.export import main as export_main
@@ -132,10 +132,10 @@ def test_converted_release_weights_are_evaluated_with_their_own_prompt(tmp_path,
     argv = ["convert-deepseek", str(src), str(dst), "--config-from", str(tiny_dir), "--reasoning-prompt", "t2i_r1"]
     assert export_main(argv) == 0
     card = card_from_folder(dst)
-    assert card.reasoning_prompt == ORIGINAL and card.evaluation == PAPER_SAMPLING
+    assert card.reasoning_prompt == ORIGINAL and card.evaluation == {**PAPER_SAMPLING, "text_top_k": 50}
     policy = JanusPolicy.from_pretrained(dst, local_files_only=True)
-    settings = generation_settings({"reasoning_prompt": None, "cfg_weight": None}, policy)
-    assert settings["reasoning_prompt"] == ORIGINAL and settings["cfg_weight"] == 5.0
+    settings = generation_settings({"reasoning_prompt": None, "cfg_weight": None, "text_top_k": None}, policy)
+    assert settings["reasoning_prompt"] == ORIGINAL and settings["cfg_weight"] == 5.0 and settings["text_top_k"] == 50
     # without the flag: no card, t2ir1's default wording (the README says to pass the flag)
     assert export_main(["convert-deepseek", str(src), str(tmp_path / "plain"), "--config-from", str(tiny_dir)]) == 0
     assert card_from_folder(tmp_path / "plain") is None

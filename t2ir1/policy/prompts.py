@@ -36,14 +36,6 @@ class PromptTemplateError(ValueError):
     """A reasoning prompt that cannot be formatted with the user's prompt."""
 
 
-def _is_file(path: Path) -> bool:
-    """``path.is_file()``, False for literal texts that are no valid path (e.g. longer than NAME_MAX)."""
-    try:
-        return path.is_file()
-    except OSError:
-        return False
-
-
 def load_reasoning_prompt(text_or_path: str | None) -> str:
     """Return the reasoning template: the default, a shipped one by name, literal text, or a file's text.
 
@@ -59,7 +51,10 @@ def load_reasoning_prompt(text_or_path: str | None) -> str:
         source = str(NAMED_REASONING_PROMPTS[text_or_path])
     else:
         candidate = Path(text_or_path).expanduser()
-        is_file = "\n" not in text_or_path and len(text_or_path) < 4096 and _is_file(candidate)
+        try:  # literal text longer than the OS allows for a file name is text, not a path
+            is_file = "\n" not in text_or_path and "{}" not in text_or_path and candidate.is_file()
+        except OSError:
+            is_file = False
         template = candidate.read_text(encoding="utf-8").rstrip("\n") if is_file else text_or_path
         source = str(candidate) if is_file else "policy.reasoning_prompt"
     if template.count("{}") != 1:

@@ -37,18 +37,22 @@ CHECKPOINT_KEY = "t2ir1_run_card"
 CARD_FILE = "t2ir1_run_card.json"
 # Version of the card's layout.
 CARD_VERSION = 1
-# The sampling settings a card records; the values are the paper's (REFERENCE §2.1-2.2).
-# ``text_top_k`` / ``text_top_p`` / ``image_top_k`` / ``image_top_p``: 0 or None / 1.0 = off.
+# The sampling settings a card records, at t2ir1's defaults (conf/algo/bicot_grpo.yaml: the paper's,
+# REFERENCE §2.1-2.2, with the CoT's top-k off); top-k 0 and top-p 1.0 are off.
 PAPER_SAMPLING: dict[str, Any] = {
     "cfg_weight": 5.0,
     "text_temperature": 1.0,
     "image_temperature": 1.0,
     "max_new_tokens": 1024,
-    "text_top_k": 50,
+    "text_top_k": 0,
     "text_top_p": 1.0,
     "image_top_k": 0,
     "image_top_p": 1.0,
+    "cfg_uncond": "full",
 }
+# The original T2I-R1's sampling (transformers' generate defaults: top_k 50 on the CoT): the card of
+# converted release weights (``convert-deepseek --reasoning-prompt``).
+ORIGINAL_SAMPLING: dict[str, Any] = {**PAPER_SAMPLING, "text_top_k": 50}
 
 
 class RunCardError(ValueError):
@@ -89,7 +93,7 @@ def card_from_settings(settings: Any, reasoning_template: str, evaluation: Mappi
 
     ``evaluation`` overrides single settings for evaluation; by default a policy is evaluated
     as it was trained. Settings the object lacks are recorded at the paper's value; a setting
-    that is ``None`` (e.g. top-k off) is recorded as ``None``.
+    that is ``None`` is recorded as ``None``.
     """
     training = {key: getattr(settings, key, default) for key, default in PAPER_SAMPLING.items()}
     return RunCard(

@@ -473,10 +473,11 @@ def shapeworld_run_card():
         "text_temperature": 1.0,
         "image_temperature": 1.0,
         "max_new_tokens": 40,
-        "text_top_k": None,
+        "text_top_k": 0,
         "text_top_p": 1.0,
-        "image_top_k": None,
+        "image_top_k": 0,
         "image_top_p": 1.0,
+        "cfg_uncond": "full",
     }
     return RunCard(DEFAULT_REASONING_PROMPT, SYSTEM_PROMPT, training=dict(sampling), evaluation=dict(sampling))
 
