@@ -19,9 +19,9 @@ from PIL import Image
 from t2ir1.algos.advantages import group_normalized, group_stats
 from t2ir1.algos.losses import bicot_grpo_loss
 from t2ir1.data.records import PromptRecord
+from t2ir1.policy import run_card
 from t2ir1.policy.janus import JanusPolicy, ReferenceModel
 from t2ir1.policy.logprobs import image_logprobs, text_logprobs
-from t2ir1.policy import run_card
 from t2ir1.policy.prompts import SYSTEM_PROMPT, load_reasoning_prompt
 from t2ir1.rewards.base import RewardOutput
 from t2ir1.rollout.engine import Generation, GenerationEngine, SamplingOptions
