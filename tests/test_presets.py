@@ -8,6 +8,8 @@ not read from the config); `experiment=t2i_r1` may differ from it only in the ke
 from __future__ import annotations
 
 import logging
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -197,3 +199,61 @@ def test_bf16_weights_get_fp32_master_weights(tmp_path, caplog):
     cfg = _compose(tmp_path, "experiment=tiny", "trainer=gpu")
     check_training_config(cfg)
     assert cfg.model.dtype == "float32"
+
+
+# --- every command the README shows composes (issue 13 point 7) ---
+
+SCRIPTS = {"train.py": "train", "generate.py": "generate", "eval.py": "eval"}
+PLACEHOLDERS = {
+    "<name>": "shapeworld",
+    "<model>": "tiny",
+    "<run>": "outputs/run",
+    "<partition>": "gpu",
+    "trainer.num_nodes=N": "trainer.num_nodes=2",
+}
+
+
+def readme_commands() -> list[str]:
+    """Every ``python train.py|generate.py|eval.py ...`` of the README (code blocks and table cells)."""
+    text = (REPO / "README.md").read_text()
+    found = re.findall(r"(?:^|`)(python (?:train|generate|eval)\.py[^`#\n]*)", text, flags=re.M)
+    return [command.strip() for command in found]
+
+
+def readme_overrides(command: str) -> tuple[str, list[str]]:
+    """``(config name, overrides)`` of a README command; sweeps take their first value, as job 0 does."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for placeholder, value in PLACEHOLDERS.items():
+        command = command.replace(placeholder, value)
+    command = re.sub(r"<([^>]+)>", r"\1", command)  # e.g. <geneval>/prompts/... -> geneval/prompts/...
+    tokens = shlex.split(command)[1:]
+    script = tokens.pop(0)
+    tokens = [t for t in tokens if t not in ("-m", "--cfg", "job", "...") and not (t.startswith("[") and t.endswith("]"))]
+    overrides = []
+    for override in OverridesParser.create().parse_overrides(tokens):
+        if override.is_sweep_override():
+            value = override.value()
+            first = value.start if hasattr(value, "start") else next(override.sweep_string_iterator())
+            overrides.append(f"{override.get_key_element()}={first}")
+        else:
+            overrides.append(override.input_line)
+    return SCRIPTS[script], overrides
+
+
+def test_readme_has_commands_to_check():
+    commands = readme_commands()
+    assert len(commands) >= 20, commands
+    assert "python train.py experiment=t2i_r1_paper trainer.devices=8" in commands
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_every_readme_command_composes(command, tmp_path):
+    config_name, overrides = readme_overrides(command)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    if config_name == "train":
+        HydraConfig.instance().set_config(cfg)
+        check_training_config(cfg)  # no README command is refused by the preset guards
+        if cfg.trainer.get("strategy") is not None:
+            assert "_target_" in cfg.trainer.strategy, command
