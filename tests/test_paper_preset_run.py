@@ -41,7 +41,6 @@ def _pending_keys() -> list[str]:
     return [f"~algo.{key}" for key in ("token_normalizer",) if key not in fields]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["t2i_r1_paper", "t2i_r1"])
 def test_one_step_of_each_preset_on_tiny_stand_ins(experiment, tiny_members, tmp_path, monkeypatch):
     monkeypatch.setenv("T2IR1_CACHE", str(tmp_path / "cache"))
