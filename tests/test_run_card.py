@@ -139,3 +139,18 @@ def test_converted_release_weights_are_evaluated_with_their_own_prompt(tmp_path,
     # without the flag: no card, t2ir1's default wording (the README says to pass the flag)
     assert export_main(["convert-deepseek", str(src), str(tmp_path / "plain"), "--config-from", str(tiny_dir)]) == 0
     assert card_from_folder(tmp_path / "plain") is None
+
+
+def test_eval_sampling_of_the_algo_config_goes_to_the_card():
+    """A run may train at CFG 1 and ask to be evaluated at 5: algo.eval_sampling."""
+    settings = GRPOSettings(cfg_weight=1.0, eval_sampling={"cfg_weight": 5.0})
+    card = card_from_settings(settings, ORIGINAL)
+    assert card.training["cfg_weight"] == 1.0 and card.evaluation["cfg_weight"] == 5.0
+    with pytest.raises(RunCardError, match=r"algo.eval_sampling has unknown keys \['cfg'\]"):
+        GRPOSettings(eval_sampling={"cfg": 5.0})
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["+algo.eval_sampling.cfg_weight=5.0", "algo.cfg_weight=1.0"])
+    from hydra.utils import instantiate
+
+    settings = instantiate(cfg.algo)
+    assert card_from_settings(settings, ORIGINAL).evaluation["cfg_weight"] == 5.0

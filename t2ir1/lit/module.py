@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import lightning as L
 import torch
@@ -61,9 +62,12 @@ class GRPOSettings:
     logprob_chunk_logits: int = 1 << 21
     decode_micro_batch_size: int = 16
     seed: int = 0
+    # sampling settings to evaluate with where they differ from training (the checkpoint's run card)
+    eval_sampling: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.levels = tuple(self.levels)
+        self.eval_sampling = run_card.check_sampling_keys(self.eval_sampling, "algo.eval_sampling")
         unknown = [lvl for lvl in self.levels if lvl not in LEVELS]
         if unknown or not self.levels:
             raise ValueError(f"algo.levels={list(self.levels)} must be a non-empty subset of {list(LEVELS)}")

@@ -88,19 +88,30 @@ class RunCard:
         return path
 
 
+def check_sampling_keys(values: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    """``values`` as a plain dict whose keys are all sampling settings a card records; else a clear error."""
+    values = {str(key): value for key, value in (values or {}).items()}
+    unknown = sorted(set(values) - set(PAPER_SAMPLING))
+    if unknown:
+        raise RunCardError(f"{where} has unknown keys {unknown}; allowed: {', '.join(PAPER_SAMPLING)}")
+    return values
+
+
 def card_from_settings(settings: Any, reasoning_template: str, evaluation: Mapping[str, Any] | None = None) -> RunCard:
     """The card of a training run from its ``GRPOSettings`` (any object with the sampling attributes).
 
-    ``evaluation`` overrides single settings for evaluation; by default a policy is evaluated
-    as it was trained. Settings the object lacks are recorded at the paper's value; a setting
-    that is ``None`` is recorded as ``None``.
+    The evaluation section is the training one updated with ``evaluation`` (default: the settings'
+    ``eval_sampling``, ``algo.eval_sampling`` in the config): by default a policy is evaluated as it
+    was trained. Settings the object lacks are recorded at the paper's value.
     """
     training = {key: getattr(settings, key, default) for key, default in PAPER_SAMPLING.items()}
+    if evaluation is None:
+        evaluation = getattr(settings, "eval_sampling", None)
     return RunCard(
         reasoning_prompt=reasoning_template,
         system_prompt=getattr(settings, "system_prompt", SYSTEM_PROMPT),
         training=training,
-        evaluation={**training, **dict(evaluation or {})},
+        evaluation={**training, **check_sampling_keys(evaluation, "the evaluation settings")},
     )
 
 
