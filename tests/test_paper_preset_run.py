@@ -14,7 +14,12 @@ from workflow_runs import compose_train, read_metrics
 
 from t2ir1.lit.module import GRPOSettings
 from t2ir1.rewards.convert_orm import convert
-from t2ir1.rewards.tiny import build_tiny_gdino, build_tiny_git, build_tiny_hps, build_tiny_llava_next_checkpoint
+from t2ir1.rewards.tiny import (
+    build_tiny_gdino,
+    build_tiny_git,
+    build_tiny_hps,
+    build_tiny_llava_next_checkpoint,
+)
 from t2ir1.train import run
 
 
