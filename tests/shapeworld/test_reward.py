@@ -184,5 +184,6 @@ def test_data_config_builds_the_training_stream():
     assert isinstance(module, PromptDataModule)
     module.setup()
     records = list(module.train_set) + list(module.val_set)
-    assert len(module.val_set) == 32
+    # no validation split: no loop would read it, and every prompt of the stream is trained on
+    assert len(module.val_set) == 0 and len(module.train_set) == 50
     assert sorted(r.prompt_id for r in records) == sorted(r.prompt_id for r in training_records(50, seed=0))
