@@ -257,3 +257,35 @@ def test_every_readme_command_composes(command, tmp_path):
         check_training_config(cfg)  # no README command is refused by the preset guards
         if cfg.trainer.get("strategy") is not None:
             assert "_target_" in cfg.trainer.strategy, command
+
+
+def _offline_train_commands() -> list[str]:
+    """README training commands that need no download and one process: each runs one real step."""
+    needs_more = ("-m", "experiment=t2i_r1", "--cfg", "ckpt_path=", "reward=ensemble", "trainer.devices=2")
+    commands = [c for c in readme_commands() if c.startswith("python train.py") and not any(n in c for n in needs_more)]
+    return list(dict.fromkeys(commands))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", _offline_train_commands())
+def test_offline_readme_commands_train_one_step(command, tmp_path, monkeypatch):
+    """`python train.py` (the demo), `experiment=tiny`, the ablation and prompt examples: one step each, shrunk."""
+    from omegaconf import open_dict
+
+    from t2ir1.train import run
+
+    monkeypatch.setenv("T2IR1_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    _, overrides = readme_overrides(command)
+    shrink = ["trainer.max_steps=1", "trainer.enable_progress_bar=false", "algo.group_size=2", "algo.max_new_tokens=4"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(  # as `python train.py` composes it, without Hydra's own node (no running job here)
+            "train",
+            overrides=[*overrides, "logger=csv", "data.batch_size=1", f"paths.output_dir={tmp_path}", "run_name=test", *shrink],
+        )
+    with open_dict(cfg):
+        if "heldout" in cfg.callbacks:  # the demo's held-out evaluation: 8 prompts instead of 960
+            cfg.callbacks.heldout.num_prompts = 8
+            cfg.callbacks.heldout.batch_size = 8
+    metrics = run(cfg)
+    assert "train/loss" in metrics and torch.isfinite(torch.tensor(metrics["train/loss"]))
