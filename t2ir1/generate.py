@@ -24,7 +24,7 @@ from PIL import Image
 
 from t2ir1.policy.janus import JanusPolicy
 from t2ir1.policy.prompts import SYSTEM_PROMPT, load_reasoning_prompt
-from t2ir1.policy.run_card import generation_settings
+from t2ir1.policy.run_card import generation_settings, record_settings
 from t2ir1.rollout.sampling import generation_seed
 
 log = logging.getLogger(__name__)
@@ -317,6 +317,7 @@ def run(cfg) -> list[dict]:
 
         # null settings come from the model's run card (what it was trained with), else the paper's
         g = OmegaConf.create(generation_settings(OmegaConf.to_container(cfg.generation, resolve=True), policy, cfg.get("ckpt_path")))
+        record_settings(out_dir, g)  # null config values came from a run card: say what was sampled
         try:
             generate_samples(
                 policy,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from t2ir1.policy.run_card import (
     CARD_FILE,
     CHECKPOINT_KEY,
     PAPER_SAMPLING,
+    SETTINGS_FILE,
     RunCard,
     RunCardError,
     card_from_checkpoint,
@@ -117,6 +119,8 @@ def test_checkpoint_export_and_generate_carry_the_card(tmp_path, tiny_dir, caplo
         with caplog.at_level(logging.INFO, logger="t2ir1.policy.run_card"):
             rows = generate_run(gen_cfg)
         assert len(rows) == 1
+        recorded = json.loads((Path(gen_cfg.out_dir) / SETTINGS_FILE).read_text())
+        assert recorded["cfg_weight"] == 1.5 and recorded["reasoning_prompt"] == ORIGINAL and recorded["max_new_tokens"] == 4
         assert "generation settings from the run card" in caplog.text
         assert "'cfg_weight': 1.5" in caplog.text and "You are asked to generate" in caplog.text
         assert "max_new_tokens" not in caplog.text.split("from the run card", 1)[1].split("\n")[0]  # user's 4 wins

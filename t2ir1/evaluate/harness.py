@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from t2ir1.evaluate.base import Benchmark, EvalItem, ImageEntry
 from t2ir1.evaluate.report import compare_table, results_table
-from t2ir1.policy.run_card import generation_settings
+from t2ir1.policy.run_card import generation_settings, record_settings, recorded_settings
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ def generate_missing(
     policy = policy.to(resolve_device(cfg.device))
     # null settings come from the model's run card (what it was trained with), else the paper's
     settings = generation_settings({**OmegaConf.to_container(cfg.generation, resolve=True), **overrides}, policy, cfg.get("ckpt_path"))
+    record_settings(out_dir, settings)  # results.json names them (null config values came from a run card)
     written = 0
     progress = tqdm(total=len(todo) * benchmark.n_per_prompt, desc=f"{benchmark.name}: generate", unit="img")
     log_path = out_dir / GENERATIONS_JSONL
@@ -309,6 +310,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "seed": int(cfg.seed),
             "n_prompts": len(items),
             "n_images": len(rows),
+            "generation": recorded_settings(out_dir),
         }
     )
     (out_dir / RESULTS_JSON).write_text(json.dumps(_json_safe(summary), indent=2) + "\n", encoding="utf-8")

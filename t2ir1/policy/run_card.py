@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_KEY = "t2ir1_run_card"
 # File name of the card next to exported / converted weights.
 CARD_FILE = "t2ir1_run_card.json"
+# File of a generation / evaluation run recording the settings it sampled with (results name them).
+SETTINGS_FILE = "generation_settings.json"
 # Version of the card's layout.
 CARD_VERSION = 1
 # The sampling settings a card records, at t2ir1's defaults (conf/algo/bicot_grpo.yaml: the paper's,
@@ -193,3 +195,20 @@ def generation_settings(
 
 def _short(value: Any) -> Any:
     return value if not isinstance(value, str) or len(value) < 60 else value[:57] + "..."
+
+
+def record_settings(folder: str | os.PathLike, settings: Mapping[str, Any]) -> Path:
+    """Write the resolved generation settings of a run to ``folder/`` :data:`SETTINGS_FILE`.
+
+    Settings left ``null`` in the config come from a run card, so the config alone no longer
+    says what was sampled; results must (REFERENCE §6: CFG, CoT, prompt of every result).
+    """
+    path = Path(folder) / SETTINGS_FILE
+    path.write_text(json.dumps(dict(settings), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def recorded_settings(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The settings :func:`record_settings` wrote into ``folder``, or None."""
+    path = Path(folder) / SETTINGS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

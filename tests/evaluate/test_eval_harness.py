@@ -28,6 +28,8 @@ def test_generate_score_resume_and_repeat(eval_cfg, tmp_path):
         f"{k:05d}/samples/{s:04d}.png" for k in range(3) for s in range(2)
     ]
     assert first["n_images"] == 6 and first["use_cot"] is True
+    # the sampled settings are in the results (the tiny model has no run card: benchmark CFG 1, default prompt)
+    assert first["generation"]["cfg_weight"] == 1.0 and first["generation"]["reasoning_prompt"] == "default"
     assert len(_lines(out / GENERATIONS_JSONL)) == 6
     assert all(isinstance(row["cot"], str) for row in _lines(out / GENERATIONS_JSONL))
     saved = json.loads((out / RESULTS_JSON).read_text())
