@@ -30,7 +30,6 @@ from PIL import Image
 from t2ir1.data.records import PromptRecord
 from t2ir1.rewards.base import Reward, RewardOutput
 
-
 ASYNC_OPTION = "async"
 
 

@@ -92,6 +92,8 @@ class RemoteReward:
         self.name = name or "ensemble"
         self.members: list[str] = []
         self.weights: dict[str, float] = {}
+        # what the server said about the last request (e.g. how many requests shared its batch)
+        self.last_served: dict[str, Any] = {}
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
 
@@ -176,7 +178,10 @@ class RemoteReward:
                     f"HTTP {response.status_code}: {_detail(response)}{hint}"
                 )
             try:
-                return decode_output(response.json(), expected_rows=len(records))
+                answer = response.json()
+                output = decode_output(answer, expected_rows=len(records))
+                self.last_served = dict(answer.get("served") or {})
+                return output
             except (WireError, ValueError) as error:
                 raise RemoteRewardError(f"reward server {self.url} sent an unreadable answer: {error}") from None
         raise RemoteRewardError(

@@ -115,7 +115,10 @@ class RewardAPI(ls.LitAPI):
         return inputs
 
     def predict(self, inputs) -> Any:
-        """One reward call for every request of the batch; on failure, each request alone."""
+        """One reward call for every request of the batch; on failure, each request alone.
+
+        Returns ``(output or exception, requests in the batch)`` per request.
+        """
         single = isinstance(inputs, tuple)  # max_batch_size 1: LitServe passes one request
         requests = [inputs] if single else inputs
         records = [record for request_records, _ in requests for record in request_records]
@@ -127,7 +130,8 @@ class RewardAPI(ls.LitAPI):
                 )
         except Exception:  # noqa: BLE001 - one request's bad row must not fail the others
             outputs = [self._score_alone(request_records, request_images) for request_records, request_images in requests]
-        return outputs[0] if single else outputs
+        served = [(output, len(requests)) for output in outputs]
+        return served[0] if single else served
 
     def _score_alone(self, records: list[PromptRecord], images: list[Image.Image]) -> RewardOutput | Exception:
         try:
@@ -140,13 +144,15 @@ class RewardAPI(ls.LitAPI):
     def unbatch(self, outputs: list) -> list:
         return outputs
 
-    def encode_response(self, output: RewardOutput | Exception) -> Response:
+    def encode_response(self, served: tuple[RewardOutput | Exception, int]) -> Response:
+        output, batch_requests = served
         if isinstance(output, Exception):
             return JSONResponse(
                 status_code=500,
                 content={"detail": f"reward {self.reward.name!r} failed: {type(output).__name__}: {output}"},
             )
-        return JSONResponse(content=encode_output(output))
+        # ``served`` tells the client how many requests shared the reward call (dynamic batching)
+        return JSONResponse(content={**encode_output(output), "served": {"batch_requests": batch_requests}})
 
 
 def server_token(host: str, token_env: str) -> str | None:

@@ -114,7 +114,12 @@ def tiny_ensemble_overrides(folder: Path) -> list[str]:
     """``reward=ensemble`` overrides pointing the paper's four members at tiny, random checkpoints
     (built into ``folder`` by ``t2ir1.rewards.tiny``), in float32 so CPU results are exact."""
     from t2ir1.rewards.convert_orm import convert
-    from t2ir1.rewards.tiny import build_tiny_gdino, build_tiny_git, build_tiny_hps, build_tiny_llava_next_checkpoint
+    from t2ir1.rewards.tiny import (
+        build_tiny_gdino,
+        build_tiny_git,
+        build_tiny_hps,
+        build_tiny_llava_next_checkpoint,
+    )
 
     hps = build_tiny_hps(folder / "hps")
     orm_path = convert(build_tiny_llava_next_checkpoint(folder), folder / "orm", vision_num_heads=2)

@@ -215,6 +215,7 @@ def test_load_four_clients_fifty_requests(server, client, local_reward):
     expected = _local(local_reward, [r for r, _ in cases], [im for _, im in cases]).scores  # [distinct]
     latencies: list[float] = []
     answers: dict[int, float] = {}
+    batch_sizes: list[int] = []
     lock = threading.Lock()
 
     def worker(worker_id: int) -> None:
@@ -228,6 +229,7 @@ def test_load_four_clients_fifty_requests(server, client, local_reward):
                 latencies.append(time.perf_counter() - start)
                 assert request_id not in answers, f"request {request_id} answered twice"
                 answers[request_id] = score
+                batch_sizes.append(own.last_served["batch_requests"])
         own.close()
 
     start = time.perf_counter()
@@ -240,10 +242,13 @@ def test_load_four_clients_fifty_requests(server, client, local_reward):
         # batch composition changes float rounding in the models, never which image a score belongs to
         assert abs(score - float(expected[request_id % distinct])) < 1e-4, request_id
     assert len(set(np.round(expected.numpy(), 4))) > distinct // 2, "cases too alike to catch a mix-up"
+    # dynamic batching across clients happened: some reward calls served several requests
+    assert max(batch_sizes) > 1, batch_sizes
     ordered = sorted(latencies)
     p50, p95 = statistics.median(ordered), ordered[int(0.95 * (len(ordered) - 1))]
     print(
         f"\nreward server load: {len(answers)} requests in {elapsed:.1f} s = {len(answers) / elapsed:.1f} req/s, "
-        f"latency p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms"
+        f"latency p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
+        f"requests per reward call: mean {statistics.mean(batch_sizes):.2f}, max {max(batch_sizes)}"
     )
     Path(server.log_path.parent / "load.txt").write_text(f"{len(answers) / elapsed:.2f} {p50:.4f} {p95:.4f}\n")
