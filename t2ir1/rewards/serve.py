@@ -24,6 +24,7 @@ error; the other requests of its batch are scored alone and succeed.
 import logging
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Any, Self
 
@@ -203,16 +204,33 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     return JSONResponse(status_code=422, content={"detail": problems})
 
 
+def public_url(host: str, port: int) -> str:
+    """The URL other machines use: this machine's name when bound to every interface."""
+    name = socket.getfqdn() if host in ("0.0.0.0", "::") else host
+    return f"http://{name}:{port}"
+
+
+def write_address(path: str, url: str) -> None:
+    """Write ``url`` to ``path`` atomically (a training job polling the file never reads half of it)."""
+    target = Path(path).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(target.name + ".tmp")
+    temporary.write_text(url + "\n")
+    os.replace(temporary, target)
+
+
 def run(cfg: DictConfig) -> None:
     """Start the server and block until it is stopped (Ctrl-C / SIGTERM)."""
     server, token = build_server(cfg)
     host, port = cfg.server.host, cfg.server.port
+    if cfg.server.address_file:
+        # the client's setup() waits for /health, so the address may be published before the models load
+        write_address(cfg.server.address_file, public_url(host, port))
     log.info(
-        "reward server: %s (members %s) at http://%s:%d%s; health: GET /health; token %s",
+        "reward server: %s (members %s) at %s%s; health: GET /health; token %s",
         cfg.reward.get("_target_"),
         server.model_metadata["members"],
-        host,
-        port,
+        public_url(host, port),
         cfg.server.api_path,
         "required" if token else "not required (loopback only)",
     )

@@ -224,3 +224,49 @@ def test_scorer_for_follows_the_async_option(records):
     assert isinstance(scorer, OverlappedScorer)
     scorer.on_images(0, [Image.new("RGB", (4, 4))] * 5)
     assert scorer.collect().scores.tolist() == [0.5] * 5
+
+
+def _compose_serve(overrides, launcher: bool = False):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from t2ir1.testing.reward_server import REPO
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("serve", overrides=list(overrides), return_hydra_config=launcher)
+    if launcher:
+        HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def test_serve_config_builds_a_server_without_loading_models(monkeypatch):
+    from t2ir1.rewards.serve import build_server
+
+    monkeypatch.delenv("T2IR1_REWARD_TOKEN", raising=False)
+    cfg = _compose_serve(["reward=color", "server.accelerator=cpu"])
+    assert cfg.server.host == "127.0.0.1"  # loopback by default
+    server, token = build_server(cfg)
+    assert token is None
+    assert server.model_metadata == {"reward": "ensemble", "members": ["color"], "weights": {"color": 1.0}}
+    with pytest.raises(ValueError, match="binding 0.0.0.0 .* requires a shared token"):
+        build_server(_compose_serve(["reward=color", "server.accelerator=cpu", "server.host=0.0.0.0"]))
+    monkeypatch.setenv("T2IR1_REWARD_TOKEN", "s3cret")
+    server, token = build_server(_compose_serve(["reward=color", "server.accelerator=cpu", "server.host=0.0.0.0"]))
+    assert token == "s3cret"
+
+
+def test_slurm_reward_launcher_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = _compose_serve(["hydra/launcher=slurm_reward", "server.host=0.0.0.0"], launcher=True)
+    assert cfg.hydra.launcher.tasks_per_node == 1 and cfg.hydra.launcher.gpus_per_node == 1
+    assert cfg.hydra.launcher.name == "t2ir1-reward-server"
+
+
+def test_address_file_is_written_atomically(tmp_path):
+    from t2ir1.rewards.serve import public_url, write_address
+
+    target = tmp_path / "shared" / "reward_url"
+    write_address(str(target), public_url("127.0.0.1", 8765))
+    assert target.read_text() == "http://127.0.0.1:8765\n"
+    assert not list(target.parent.glob("*.tmp"))
+    assert public_url("0.0.0.0", 9000).endswith(":9000") and "0.0.0.0" not in public_url("0.0.0.0", 9000)
