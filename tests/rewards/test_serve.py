@@ -252,3 +252,19 @@ def test_load_four_clients_fifty_requests(server, client, local_reward):
         f"requests per reward call: mean {statistics.mean(batch_sizes):.2f}, max {max(batch_sizes)}"
     )
     Path(server.log_path.parent / "load.txt").write_text(f"{len(answers) / elapsed:.2f} {p50:.4f} {p95:.4f}\n")
+
+
+def test_overlapped_chunks_scored_by_the_server(client, records, images):
+    """reward=remote reward.async=true: chunks go to the server from the worker thread; the merged
+    output has every row and member, as one call would."""
+    from t2ir1.rewards.overlap import OverlappedScorer
+
+    scorer = OverlappedScorer(client, records)
+    scorer.on_images(0, images[:2])
+    scorer.on_images(2, images[2:])
+    merged = scorer.collect()
+    whole = client(records, images)
+    # per-chunk batches change float rounding inside the models, never which row a score belongs to
+    torch.testing.assert_close(merged.scores, whole.scores, rtol=1e-5, atol=1e-6)
+    for member in ("hps", "git", "gdino", "orm"):
+        torch.testing.assert_close(merged.extras["weighted"][member], whole.extras["weighted"][member], rtol=1e-5, atol=1e-6)
