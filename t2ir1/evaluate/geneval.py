@@ -297,6 +297,14 @@ class GenEvalBenchmark(Benchmark):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(item.meta) + "\n", encoding="utf-8")
 
+    def source_files(self) -> list[Path]:
+        return [Path(self.metadata_path).expanduser()]
+
+    def describe_judges(self) -> dict[str, Any]:
+        from t2ir1.evaluate.provenance import describe
+
+        return {"detector": describe(self.detector), "clip": describe(self.clip)}
+
     def setup(self, device: str = "cpu") -> None:
         self.detector.setup(device)
         self.clip.setup(device)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
+from t2ir1.evaluate.provenance import model_provenance
 from t2ir1.rewards._common import (
     load_frozen,
     micro_batches,
@@ -51,6 +52,9 @@ class ClipJudge:
             "clip", CLIPModel, self.model_path, self.dtype_name, device, self.local_files_only
         )
         log.info("clip: loaded %s on %s", self.model_path, self.device)
+
+    def describe(self) -> dict:
+        return model_provenance(self.model_path, kind="clip", dtype=self.dtype_name)
 
     @torch.inference_mode()
     def image_features(self, images: Sequence[Image.Image]) -> torch.Tensor:
@@ -148,6 +152,9 @@ class BlipVqaJudge:
         self.answer_ids = single_token_ids(tokenizer, (self.yes_token, self.no_token), "blip", self.model_path)
         log.info("blip: loaded %s on %s", self.model_path, self.device)
 
+    def describe(self) -> dict:
+        return model_provenance(self.model_path, kind="blip_vqa", dtype=self.dtype_name)
+
     @torch.inference_mode()
     def yes_probability(self, images: Sequence[Image.Image], questions: Sequence[str]) -> torch.Tensor:
         """``[P]`` float32: P(yes) / (P(yes) + P(no)) for (images[p], questions[p]).
@@ -224,6 +231,9 @@ class GroundingDetector:
         if not self.ready:
             self.member.setup(device)
             self.ready = True
+
+    def describe(self) -> dict:
+        return model_provenance(self.member.model_path, kind="grounding_dino", box_threshold=self.member.box_threshold)
 
     def detect(
         self, classes_per_image: Sequence[Sequence[str]], images: Sequence[Image.Image]
