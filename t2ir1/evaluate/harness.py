@@ -304,7 +304,7 @@ def provenance(
         "n_per_prompt": benchmark.n_per_prompt,
         "use_cot": bool(cfg.use_cot),
         "seed": int(cfg.seed),
-        "seeds": "per prompt: t2ir1.generate.generation_seed(seed, prompt text)",
+        "seeds": f"per item: {type(benchmark).__name__}.item_seeds(seed) (default: generation_seed(seed, prompt text))",
         **{k: v for k, v in settings.items() if k != "reasoning_prompt"},
         "reasoning_prompt": {
             "setting": reasoning,
