@@ -12,8 +12,8 @@ row-major order) and the official 2x2 grid ``<out>/grids/<item_id>.png`` (what t
 ``compute_dpg_bench.py`` reads; a folder holding only grids is cut back into singles).
 
 **Differences from the official scorer:** the official judge is mPLUG-large through
-modelscope's pipeline, whose multi-modal stack (fairseq and pinned old dependencies) does not
-install on current Python; t2ir1 asks a transformers judge -- BLIP VQA (``benchmark/judge=blip_vqa``,
+modelscope's pipeline, whose multi-modal extra resolves here only by downgrading protobuf,
+pytorch-lightning, huggingface_hub and transformers (it would break training); t2ir1 asks a transformers judge -- BLIP VQA (``benchmark/judge=blip_vqa``,
 yes when P(yes) > P(no)) or any chat VLM (``local_vlm`` / ``openai``, yes when the answer's first
 word is "yes"). Numbers from another judge are on another scale: compare runs with one judge.
 The tiles are scored as the singles they were cut from (identical pixels).

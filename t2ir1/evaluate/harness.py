@@ -308,7 +308,7 @@ def provenance(
         **{k: v for k, v in settings.items() if k != "reasoning_prompt"},
         "reasoning_prompt": {
             "setting": reasoning,
-            "text": load_reasoning_prompt(reasoning) if cfg.use_cot and reasoning is not None else None,
+            "text": load_reasoning_prompt(reasoning) if reasoning is not None else None,
         },
     }
     model = cfg.get("model") or {}
