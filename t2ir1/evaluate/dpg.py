@@ -155,7 +155,9 @@ def read_dpg_prompts(prompts_dir: str | Path, item_ids: Sequence[str]) -> dict[s
     for item in item_ids:
         path = folder / f"{item}.txt"
         if not path.is_file():
-            raise BenchmarkFileError(f"{path}: prompt of DPG-Bench item {item} (it has questions in the CSV) is missing")
+            raise BenchmarkFileError(
+                f"{path}: prompt of DPG-Bench item {item} (it has questions in the CSV) is missing"
+            )
         text = path.read_text(encoding="utf-8").strip()
         if not text:
             raise BenchmarkFileError(f"{path}: empty prompt")
@@ -188,7 +190,9 @@ class DPGBenchmark(GridBenchmark):
         name: str = "dpg",
     ):
         if n_per_prompt != self.grid_rows * self.grid_cols:
-            raise ValueError(f"dpg: n_per_prompt must be {self.grid_rows * self.grid_cols} (a 2x2 grid), got {n_per_prompt}")
+            raise ValueError(
+                f"dpg: n_per_prompt must be {self.grid_rows * self.grid_cols} (a 2x2 grid), got {n_per_prompt}"
+            )
         self.name = name
         self.prompts_dir = prompts_dir
         self.csv_path = csv_path
@@ -200,7 +204,9 @@ class DPGBenchmark(GridBenchmark):
         self.questions = read_dpg_questions(self.csv_path)
         ids = sorted(self.questions)
         prompts = read_dpg_prompts(self.prompts_dir, ids)
-        return [EvalItem(key=item, prompt=prompts[item], category="dpg", index=i) for i, item in enumerate(ids)]
+        return [
+            EvalItem(key=item, prompt=prompts[item], category="dpg", index=i) for i, item in enumerate(ids)
+        ]
 
     def image_path(self, root: Path, item: EvalItem, sample_index: int) -> Path:
         return root / "singles" / f"{item.key}_{sample_index}.png"

@@ -80,7 +80,9 @@ def read_jsonl(path: str | Path, what: str, hint: str) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise BenchmarkFileError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from err
+            raise BenchmarkFileError(
+                f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})"
+            ) from err
         if not isinstance(row, dict):
             raise BenchmarkFileError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
         rows.append({**row, "_line": number})
@@ -95,13 +97,17 @@ def check_prompt_list(txt_path: str | None, prompts: Sequence[str], jsonl_path: 
         return
     path = Path(txt_path).expanduser()
     if not path.is_file():
-        raise BenchmarkFileError(f"prompt list {path} does not exist (set it to null to use the JSONL's prompts)")
+        raise BenchmarkFileError(
+            f"prompt list {path} does not exist (set it to null to use the JSONL's prompts)"
+        )
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(lines) != len(prompts):
         raise BenchmarkFileError(f"{path}: {len(lines)} prompts but {jsonl_path} has {len(prompts)} rows")
     for number, (line, prompt) in enumerate(zip(lines, prompts, strict=True), start=1):
         if line != prompt.strip():
-            raise BenchmarkFileError(f"{path}:{number}: {line!r} differs from {jsonl_path} row {number}: {prompt!r}")
+            raise BenchmarkFileError(
+                f"{path}:{number}: {line!r} differs from {jsonl_path} row {number}: {prompt!r}"
+            )
 
 
 def _plural(name: str, count: int) -> str:
@@ -123,7 +129,11 @@ def geneval_pp_checklist(metadata: dict[str, Any]) -> str:
         prefix += [clause["size"]] if clause.get("size") else []
         if prefix:
             noun = " ".join(prefix) + " " + noun
-        where = f"located in the {clause['region']} part of the image" if clause.get("region") else "present in the image"
+        where = (
+            f"located in the {clause['region']} part of the image"
+            if clause.get("region")
+            else "present in the image"
+        )
         lines.append(f"- {noun} {where}.")
     for clause in metadata.get("exclude", []) or []:
         count = int(clause.get("count", 1))
@@ -168,7 +178,9 @@ def parse_imagine(answer: str) -> dict[str, float] | None:
     return found
 
 
-def imagine_score(fantasy_fulfillment: float, identity_preservation: float, aesthetic_quality: float) -> float:
+def imagine_score(
+    fantasy_fulfillment: float, identity_preservation: float, aesthetic_quality: float
+) -> float:
     """``0.8 * min(FF, IP) + 0.2 * AQ`` on the judge's 0..10 scale."""
     return 0.8 * min(fantasy_fulfillment, identity_preservation) + 0.2 * aesthetic_quality
 
@@ -227,7 +239,11 @@ class GenEvalPPBenchmark(_ChatJudged):
         self.n_per_prompt = n_per_prompt
 
     def load_items(self) -> list[EvalItem]:
-        rows = read_jsonl(self.metadata_path, "GenEval++ metadata", "clone yejy53/Echo-4o and pass test_scripts/Geneval++.jsonl")
+        rows = read_jsonl(
+            self.metadata_path,
+            "GenEval++ metadata",
+            "clone yejy53/Echo-4o and pass test_scripts/Geneval++.jsonl",
+        )
         items = []
         for index, row in enumerate(rows):
             where = f"{self.metadata_path}:{row['_line']}"
@@ -236,10 +252,24 @@ class GenEvalPPBenchmark(_ChatJudged):
             if not isinstance(row.get("tag"), str):
                 raise BenchmarkFileError(f"{where}: 'tag' must be a string (one of {GENEVAL_PP_TAGS})")
             include = row.get("include")
-            if not isinstance(include, list) or not include or not all(isinstance(c, dict) and c.get("class") for c in include):
-                raise BenchmarkFileError(f"{where}: 'include' must be a non-empty list of {{class, count, ...}}")
+            if (
+                not isinstance(include, list)
+                or not include
+                or not all(isinstance(c, dict) and c.get("class") for c in include)
+            ):
+                raise BenchmarkFileError(
+                    f"{where}: 'include' must be a non-empty list of {{class, count, ...}}"
+                )
             meta = {k: v for k, v in row.items() if k != "_line"}
-            items.append(EvalItem(key=str(index + 1), prompt=row["prompt"].strip(), category=row["tag"], index=index, meta=meta))
+            items.append(
+                EvalItem(
+                    key=str(index + 1),
+                    prompt=row["prompt"].strip(),
+                    category=row["tag"],
+                    index=index,
+                    meta=meta,
+                )
+            )
         check_prompt_list(self.prompts_path, [i.prompt for i in items], self.metadata_path)
         return items
 
@@ -248,14 +278,20 @@ class GenEvalPPBenchmark(_ChatJudged):
 
     def score(self, entries: Sequence[ImageEntry]) -> list[dict[str, Any]]:
         instructions = [
-            self.instruction.replace("{prompt}", e.item.prompt).replace("{checklist}", geneval_pp_checklist(e.item.meta))
+            self.instruction.replace("{prompt}", e.item.prompt).replace(
+                "{checklist}", geneval_pp_checklist(e.item.meta)
+            )
             for e in entries
         ]
         rows = []
         for entry, answer in zip(entries, self.ask(entries, instructions), strict=True):
             correct = parse_correct(answer)
             if correct is None:
-                log.warning("geneval_pp: no JSON 'correct' in the answer for prompt %s: %r", entry.item.key, answer[:200])
+                log.warning(
+                    "geneval_pp: no JSON 'correct' in the answer for prompt %s: %r",
+                    entry.item.key,
+                    answer[:200],
+                )
             rows.append(
                 {
                     "category": entry.item.category,
@@ -318,7 +354,9 @@ class ImagineBenchmark(_ChatJudged):
         self.n_per_prompt = n_per_prompt
 
     def load_items(self) -> list[EvalItem]:
-        rows = read_jsonl(self.metadata_path, "Imagine-Bench", "clone yejy53/Echo-4o and pass test_scripts/Imagine.jsonl")
+        rows = read_jsonl(
+            self.metadata_path, "Imagine-Bench", "clone yejy53/Echo-4o and pass test_scripts/Imagine.jsonl"
+        )
         items, seen = [], {}
         for index, row in enumerate(rows):
             where = f"{self.metadata_path}:{row['_line']}"
@@ -334,7 +372,15 @@ class ImagineBenchmark(_ChatJudged):
             if row["type"] not in self.groups:
                 raise BenchmarkFileError(f"{where}: type {row['type']!r} is not one of {sorted(self.groups)}")
             meta = {k: v for k, v in row.items() if k != "_line"}
-            items.append(EvalItem(key=str(rid), prompt=row["instruction"].strip(), category=self.groups[row["type"]], index=index, meta=meta))
+            items.append(
+                EvalItem(
+                    key=str(rid),
+                    prompt=row["instruction"].strip(),
+                    category=self.groups[row["type"]],
+                    index=index,
+                    meta=meta,
+                )
+            )
         check_prompt_list(self.prompts_path, [i.prompt for i in items], self.metadata_path)
         return items
 
@@ -343,14 +389,24 @@ class ImagineBenchmark(_ChatJudged):
 
     def score(self, entries: Sequence[ImageEntry]) -> list[dict[str, Any]]:
         instructions = [
-            self.instruction.replace("{prompt}", e.item.prompt).replace("{explanation}", e.item.meta["note"]) for e in entries
+            self.instruction.replace("{prompt}", e.item.prompt).replace("{explanation}", e.item.meta["note"])
+            for e in entries
         ]
         rows = []
         for entry, answer in zip(entries, self.ask(entries, instructions), strict=True):
             parsed = parse_imagine(answer)
-            row: dict[str, Any] = {"category": entry.item.category, "type": entry.item.meta["type"], "parsed": parsed is not None, "answer": answer}
+            row: dict[str, Any] = {
+                "category": entry.item.category,
+                "type": entry.item.meta["type"],
+                "parsed": parsed is not None,
+                "answer": answer,
+            }
             if parsed is None:
-                log.warning("imagine: could not read three 0-10 scores for id %s from %r", entry.item.key, answer[:200])
+                log.warning(
+                    "imagine: could not read three 0-10 scores for id %s from %r",
+                    entry.item.key,
+                    answer[:200],
+                )
                 row["score"] = float("nan")
             else:
                 row.update(parsed)
@@ -364,16 +420,25 @@ class ImagineBenchmark(_ChatJudged):
         for row in rows:
             by_group[row["category"]].append(float(row["score"]))
             by_type[row["type"]].append(float(row["score"]))
-        categories = {g: {"score": mean(by_group[g]), "n": len(by_group[g])} for g in self.ordered_categories(rows)}
-        weights = {g: w for g, w in self.weights.items() if not (self.reference_quirks and g == "Multi-Object")}
-        present = {g: c["score"] for g, c in categories.items() if g in weights and not math.isnan(c["score"])}
+        categories = {
+            g: {"score": mean(by_group[g]), "n": len(by_group[g])} for g in self.ordered_categories(rows)
+        }
+        weights = {
+            g: w for g, w in self.weights.items() if not (self.reference_quirks and g == "Multi-Object")
+        }
+        present = {
+            g: c["score"] for g, c in categories.items() if g in weights and not math.isnan(c["score"])
+        }
         used = sum(weights[g] for g in present)
         overall = sum(weights[g] * s for g, s in present.items()) / used if used else float("nan")
-        rule = "weighted mean of the group means (" + ", ".join(f"{g} {w:g}" for g, w in weights.items()) + ")"
+        rule = (
+            "weighted mean of the group means (" + ", ".join(f"{g} {w:g}" for g, w in weights.items()) + ")"
+        )
         return {
             "categories": categories,
             "overall": overall,
-            "overall_rule": rule + ("" if set(present) == set(weights) else ", renormalised over the groups present"),
+            "overall_rule": rule
+            + ("" if set(present) == set(weights) else ", renormalised over the groups present"),
             "notes": {
                 "unparsed judge answers": sum(1 for r in rows if not r.get("parsed", True)),
                 "scale": "0-10",

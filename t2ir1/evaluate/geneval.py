@@ -295,7 +295,9 @@ class GenEvalBenchmark(Benchmark):
         own_counting = settings.pop("counting_threshold", own_defaults[detector][0])
         own_overlap = settings.pop("max_overlap", own_defaults[detector][1])
         self.detector_name = detector
-        self.detector = GroundingDetector(**settings) if detector == "grounding_dino" else Mask2FormerDetector(**settings)
+        self.detector = (
+            GroundingDetector(**settings) if detector == "grounding_dino" else Mask2FormerDetector(**settings)
+        )
         self.clip = ClipJudge(**(clip or {}))
         self.threshold = threshold
         self.counting_threshold = own_counting if counting_threshold is None else counting_threshold
@@ -328,7 +330,11 @@ class GenEvalBenchmark(Benchmark):
         return {
             "detector": {"name": self.detector_name, **describe(self.detector)},
             "clip": describe(self.clip),
-            "thresholds": {"score": self.threshold, "counting": self.counting_threshold, "max_overlap": self.max_overlap},
+            "thresholds": {
+                "score": self.threshold,
+                "counting": self.counting_threshold,
+                "max_overlap": self.max_overlap,
+            },
         }
 
     def setup(self, device: str = "cpu") -> None:

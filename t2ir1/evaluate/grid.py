@@ -34,7 +34,10 @@ def split(grid: Image.Image, rows: int = 2, cols: int = 2) -> list[Image.Image]:
     if width % cols or height % rows:
         raise ValueError(f"a {width}x{height} grid does not split into {rows}x{cols} equal tiles")
     w, h = width // cols, height // rows
-    return [grid.crop(((k % cols) * w, (k // cols) * h, (k % cols + 1) * w, (k // cols + 1) * h)) for k in range(rows * cols)]
+    return [
+        grid.crop(((k % cols) * w, (k // cols) * h, (k % cols + 1) * w, (k // cols + 1) * h))
+        for k in range(rows * cols)
+    ]
 
 
 class GridBenchmark(Benchmark):

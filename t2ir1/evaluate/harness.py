@@ -342,7 +342,10 @@ def rank_device(device: str, rank: int) -> str:
 
 def merge_rank_files(out_dir: Path) -> None:
     """Append the per-process generation logs and score caches to the shared files, then delete them."""
-    for shared, pattern in ((GENERATIONS_JSONL, "generations.rank*.jsonl"), (SCORES_JSONL, "scores.rank*.jsonl")):
+    for shared, pattern in (
+        (GENERATIONS_JSONL, "generations.rank*.jsonl"),
+        (SCORES_JSONL, "scores.rank*.jsonl"),
+    ):
         parts = sorted(out_dir.glob(pattern))
         if not parts:
             continue
@@ -437,7 +440,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     if cfg.get("compare"):
         table = compare_table(
-            [Path(p).expanduser() for p in cfg.compare], allow_mismatch=bool(cfg.get("compare_allow_mismatch", False))
+            [Path(p).expanduser() for p in cfg.compare],
+            allow_mismatch=bool(cfg.get("compare_allow_mismatch", False)),
         )
         log.info("comparison of %d run(s):\n%s", len(cfg.compare), table)
         if cfg.get("compare_out"):

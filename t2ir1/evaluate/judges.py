@@ -149,7 +149,9 @@ class BlipVqaJudge:
             "blip", BlipForQuestionAnswering, self.model_path, self.dtype_name, device, self.local_files_only
         )
         tokenizer = self.processor.tokenizer
-        self.answer_ids = single_token_ids(tokenizer, (self.yes_token, self.no_token), "blip", self.model_path)
+        self.answer_ids = single_token_ids(
+            tokenizer, (self.yes_token, self.no_token), "blip", self.model_path
+        )
         log.info("blip: loaded %s on %s", self.model_path, self.device)
 
     def describe(self) -> dict:
@@ -233,7 +235,9 @@ class GroundingDetector:
             self.ready = True
 
     def describe(self) -> dict:
-        return model_provenance(self.member.model_path, kind="grounding_dino", box_threshold=self.member.box_threshold)
+        return model_provenance(
+            self.member.model_path, kind="grounding_dino", box_threshold=self.member.box_threshold
+        )
 
     def detect(
         self, classes_per_image: Sequence[Sequence[str]], images: Sequence[Image.Image]
@@ -275,7 +279,9 @@ def mask_box(mask: torch.Tensor) -> tuple[float, float, float, float] | None:
     return (float(xs.min()), float(ys.min()), float(xs.max()) + 1.0, float(ys.max()) + 1.0)
 
 
-def masked_crop(image: Image.Image, box: tuple[float, float, float, float], mask: torch.Tensor | None, grey: int = 128) -> Image.Image:
+def masked_crop(
+    image: Image.Image, box: tuple[float, float, float, float], mask: torch.Tensor | None, grey: int = 128
+) -> Image.Image:
     """The box crop with the pixels outside the object's mask painted grey (GenEval's colour input).
 
     Without a mask it is the plain box crop.
@@ -328,15 +334,24 @@ class Mask2FormerDetector:
         if self.model is not None:
             return
         self.processor, self.model, self.device, self.dtype = load_frozen(
-            "mask2former", Mask2FormerForUniversalSegmentation, self.model_path, self.dtype_name, device, self.local_files_only
+            "mask2former",
+            Mask2FormerForUniversalSegmentation,
+            self.model_path,
+            self.dtype_name,
+            device,
+            self.local_files_only,
         )
         self.id2label = {int(k): self.label_aliases.get(v, v) for k, v in self.model.config.id2label.items()}
         log.info("mask2former: loaded %s on %s", self.model_path, self.device)
 
     def describe(self) -> dict:
-        return model_provenance(self.model_path, kind="mask2former", dtype=self.dtype_name, label_aliases=self.label_aliases)
+        return model_provenance(
+            self.model_path, kind="mask2former", dtype=self.dtype_name, label_aliases=self.label_aliases
+        )
 
-    def instances(self, segmentation: torch.Tensor, segments: Sequence[dict], classes: Sequence[str]) -> list[Detection]:
+    def instances(
+        self, segmentation: torch.Tensor, segments: Sequence[dict], classes: Sequence[str]
+    ) -> list[Detection]:
         """Detections of the wanted ``classes`` from one post-processed image.
 
         ``segmentation``: ``[H, W]`` segment ids (-1 = none); ``segments``: ``{id, label_id, score}``.
@@ -354,7 +369,9 @@ class Mask2FormerDetector:
         return sorted(found, key=lambda d: -d.score)
 
     @torch.inference_mode()
-    def detect(self, classes_per_image: Sequence[Sequence[str]], images: Sequence[Image.Image]) -> list[list[Detection]]:
+    def detect(
+        self, classes_per_image: Sequence[Sequence[str]], images: Sequence[Image.Image]
+    ) -> list[list[Detection]]:
         """Per image, the instances of its classes (label = class name), by decreasing score."""
         if self.model is None:
             raise not_setup_error("mask2former")
@@ -370,5 +387,7 @@ class Mask2FormerDetector:
                 index = chunk.start + offset
                 if result.get("segmentation") is None or not result.get("segments_info"):
                     continue
-                results[index] = self.instances(result["segmentation"].cpu(), result["segments_info"], classes_per_image[index])
+                results[index] = self.instances(
+                    result["segmentation"].cpu(), result["segments_info"], classes_per_image[index]
+                )
         return results

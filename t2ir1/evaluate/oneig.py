@@ -70,7 +70,12 @@ NOT_COMPUTED = {
     "style": "not computed: OneIG scores it with CSD and a style encoder, which no maintained pip package loads",
 }
 DREAMSIM_FILES = {
-    "ensemble": ("dino_vitb16_pretrain.pth", "open_clip_vitb16_pretrain.pth.tar", "clip_vitb16_pretrain.pth.tar", "ensemble_lora"),
+    "ensemble": (
+        "dino_vitb16_pretrain.pth",
+        "open_clip_vitb16_pretrain.pth.tar",
+        "clip_vitb16_pretrain.pth.tar",
+        "ensemble_lora",
+    ),
     "dino_vitb16": ("dino_vitb16_pretrain.pth", "dino_vitb16_single_lora"),
     "open_clip_vitb32": ("open_clip_vitb32_pretrain.pth.tar", "open_clip_vitb32_single_lora"),
     "clip_vitb32": ("clip_vitb32_pretrain.pth.tar", "clip_vitb32_single_lora"),
@@ -82,16 +87,22 @@ def read_oneig_csv(path: str | Path) -> list[dict[str, str]]:
     """Rows of ``OneIG-Bench.csv`` (ids kept as strings: "000"); errors name file and line."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise BenchmarkFileError(f"OneIG-Bench prompt file {path} does not exist; clone OneIG-Bench/OneIG-Benchmark and pass benchmark.csv_path=<clone>/OneIG-Bench.csv")
+        raise BenchmarkFileError(
+            f"OneIG-Bench prompt file {path} does not exist; clone OneIG-Bench/OneIG-Benchmark and pass benchmark.csv_path=<clone>/OneIG-Bench.csv"
+        )
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise BenchmarkFileError(f"{path}: missing column(s) {missing}; expected at least {list(CSV_COLUMNS)}")
+            raise BenchmarkFileError(
+                f"{path}: missing column(s) {missing}; expected at least {list(CSV_COLUMNS)}"
+            )
         rows = []
         for line, row in enumerate(reader, start=2):
             if row["category"] not in CLASS_OF:
-                raise BenchmarkFileError(f"{path}:{line}: category {row['category']!r} is not one of {sorted(CLASS_OF)}")
+                raise BenchmarkFileError(
+                    f"{path}:{line}: category {row['category']!r} is not one of {sorted(CLASS_OF)}"
+                )
             if not (row.get("prompt_en") or "").strip():
                 raise BenchmarkFileError(f"{path}:{line}: empty prompt_en")
             rows.append({**row, "_line": str(line)})
@@ -118,7 +129,9 @@ def read_question_sets(qd_dir: str | Path, class_name: str) -> dict[str, dict[st
     """``{id: {"questions": {n: text}, "parents": {n: (p, ...)}}}`` of ``<qd_dir>/<class>.json``."""
     path = Path(qd_dir).expanduser() / f"{class_name}.json"
     if not path.is_file():
-        raise BenchmarkFileError(f"OneIG question file {path} does not exist; set benchmark.qd_dir=<clone>/scripts/alignment/Q_D")
+        raise BenchmarkFileError(
+            f"OneIG question file {path} does not exist; set benchmark.qd_dir=<clone>/scripts/alignment/Q_D"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -135,7 +148,9 @@ def read_question_sets(qd_dir: str | Path, class_name: str) -> dict[str, dict[st
             kept = tuple(int(p) for p in raw if int(p) != 0)
             unknown = [p for p in kept if p not in questions]
             if unknown:
-                raise BenchmarkFileError(f"{where}: question {number} depends on unknown question(s) {unknown}")
+                raise BenchmarkFileError(
+                    f"{where}: question {number} depends on unknown question(s) {unknown}"
+                )
             parents[number] = kept
         out[str(key)] = {"questions": {n: str(q) for n, q in sorted(questions.items())}, "parents": parents}
     return out
@@ -145,7 +160,9 @@ def read_text_references(path: str | Path) -> dict[str, str]:
     """``{id: reference text}`` of ``text_content.csv`` (the cell is kept raw; normalisation removes list syntax)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise BenchmarkFileError(f"OneIG text file {path} does not exist; set benchmark.text_csv=<clone>/scripts/text/text_content.csv")
+        raise BenchmarkFileError(
+            f"OneIG text file {path} does not exist; set benchmark.text_csv=<clone>/scripts/text/text_content.csv"
+        )
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if not {"id", "text_content"} <= set(reader.fieldnames or []):
@@ -221,7 +238,9 @@ def _no_downloads(owner: str, folder: Path) -> Iterator[None]:
     previous = os.environ.get("HF_HUB_OFFLINE")
 
     def refuse(url: str, *args: Any, **kwargs: Any) -> None:
-        raise FileNotFoundError(f"{owner} tried to download {url}; put the file under {folder} (downloads are off)")
+        raise FileNotFoundError(
+            f"{owner} tried to download {url}; put the file under {folder} (downloads are off)"
+        )
 
     torch.hub.download_url_to_file = refuse
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -263,7 +282,9 @@ class DreamSimEmbedder:
             raise ValueError(f"dreamsim_type {self.dreamsim_type!r} is not one of {sorted(DREAMSIM_FILES)}")
         absent = [name for name in needed if not (folder / name).exists()]
         if absent:
-            raise FileNotFoundError(f"DreamSim weights folder {folder} lacks {absent} (the unzipped DreamSim checkpoint)")
+            raise FileNotFoundError(
+                f"DreamSim weights folder {folder} lacks {absent} (the unzipped DreamSim checkpoint)"
+            )
         from dreamsim import dreamsim
 
         with _no_downloads("DreamSim", folder):
@@ -289,7 +310,9 @@ class ClipEmbedder:
 
     backend = "clip"
 
-    def __init__(self, model_path: str, dtype: str = "auto", micro_batch_size: int = 16, local_files_only: bool = False):
+    def __init__(
+        self, model_path: str, dtype: str = "auto", micro_batch_size: int = 16, local_files_only: bool = False
+    ):
         from t2ir1.evaluate.judges import ClipJudge
 
         self.clip = ClipJudge(model_path, dtype, micro_batch_size, local_files_only)
@@ -304,7 +327,13 @@ class ClipEmbedder:
         return {**self.clip.describe(), "note": "CLIP cosine distance, not OneIG's DreamSim diversity"}
 
 
-def build_embedder(backend: str, weights_dir: str | None = None, dreamsim_type: str = "ensemble", clip_model_path: str | None = None, local_files_only: bool = False):
+def build_embedder(
+    backend: str,
+    weights_dir: str | None = None,
+    dreamsim_type: str = "ensemble",
+    clip_model_path: str | None = None,
+    local_files_only: bool = False,
+):
     if backend == "dreamsim":
         return DreamSimEmbedder(weights_dir, dreamsim_type)
     if backend == "clip":
@@ -333,7 +362,19 @@ class OneIGBenchmark(GridBenchmark):
     """
 
     name = "oneig"
-    categories = ("alignment", "alignment/anime", "alignment/human", "alignment/object", "text", "text/ED", "text/CR", "text/WAC", "diversity", "reasoning", "style")
+    categories = (
+        "alignment",
+        "alignment/anime",
+        "alignment/human",
+        "alignment/object",
+        "text",
+        "text/ED",
+        "text/CR",
+        "text/WAC",
+        "diversity",
+        "reasoning",
+        "style",
+    )
     group_by_item = True
 
     def __init__(
@@ -350,7 +391,9 @@ class OneIGBenchmark(GridBenchmark):
         name: str = "oneig",
     ):
         if n_per_prompt != self.grid_rows * self.grid_cols:
-            raise ValueError(f"oneig: n_per_prompt must be {self.grid_rows * self.grid_cols} (a 2x2 grid), got {n_per_prompt}")
+            raise ValueError(
+                f"oneig: n_per_prompt must be {self.grid_rows * self.grid_cols} (a 2x2 grid), got {n_per_prompt}"
+            )
         self.name = name
         self.csv_path, self.qd_dir, self.text_csv = csv_path, qd_dir, text_csv
         self.judge = judge
@@ -370,7 +413,11 @@ class OneIGBenchmark(GridBenchmark):
     # -- items and layout
     def _load_sidecars(self) -> None:
         if not self.question_sets:
-            self.question_sets = {c: read_question_sets(self.qd_dir, c) for c in ALIGNMENT_CLASSES if any(CLASS_OF[s] == c for s in self.selected)}
+            self.question_sets = {
+                c: read_question_sets(self.qd_dir, c)
+                for c in ALIGNMENT_CLASSES
+                if any(CLASS_OF[s] == c for s in self.selected)
+            }
         if not self.references and "Text_Rendering" in self.selected:
             self.references = read_text_references(self.text_csv)
 
@@ -383,11 +430,28 @@ class OneIGBenchmark(GridBenchmark):
             cls = CLASS_OF[row["category"]]
             where = f"{self.csv_path}:{row['_line']}"
             if cls in ALIGNMENT_CLASSES and row["id"] not in self.question_sets[cls]:
-                raise BenchmarkFileError(f"{where}: {cls} prompt {row['id']} has no question set in {self.qd_dir}/{cls}.json")
+                raise BenchmarkFileError(
+                    f"{where}: {cls} prompt {row['id']} has no question set in {self.qd_dir}/{cls}.json"
+                )
             if cls == "text" and row["id"] not in self.references:
-                raise BenchmarkFileError(f"{where}: text prompt {row['id']} has no reference in {self.text_csv}")
-            meta = {"class": cls, "id": row["id"], "type": row.get("type"), "prompt_length": row.get("prompt_length")}
-            items.append(EvalItem(key=f"{cls}_{row['id']}", prompt=row["prompt_en"].strip(), category=cls, index=len(items), meta=meta))
+                raise BenchmarkFileError(
+                    f"{where}: text prompt {row['id']} has no reference in {self.text_csv}"
+                )
+            meta = {
+                "class": cls,
+                "id": row["id"],
+                "type": row.get("type"),
+                "prompt_length": row.get("prompt_length"),
+            }
+            items.append(
+                EvalItem(
+                    key=f"{cls}_{row['id']}",
+                    prompt=row["prompt_en"].strip(),
+                    category=cls,
+                    index=len(items),
+                    meta=meta,
+                )
+            )
         return items
 
     def image_path(self, root: Path, item: EvalItem, sample_index: int) -> Path:
@@ -402,8 +466,14 @@ class OneIGBenchmark(GridBenchmark):
         return files + [Path(self.text_csv).expanduser()]
 
     def describe_judges(self) -> dict[str, Any]:
-        out = {"vlm": describe(self.judge), "question_template": self.yes_no.question_template, "ocr_prompt": self.ocr_prompt}
-        out["diversity"] = describe(self.embedder) if self.embedder is not None else "not computed (backend none)"
+        out = {
+            "vlm": describe(self.judge),
+            "question_template": self.yes_no.question_template,
+            "ocr_prompt": self.ocr_prompt,
+        }
+        out["diversity"] = (
+            describe(self.embedder) if self.embedder is not None else "not computed (backend none)"
+        )
         return out
 
     # -- scoring
@@ -428,20 +498,34 @@ class OneIGBenchmark(GridBenchmark):
                 qset = self.question_sets[cls][entry.item.meta["id"]]
                 pairs += [(index, number, text) for number, text in qset["questions"].items()]
         if pairs:
-            answers = self.yes_no.answer_yes_no([entries[i].image for i, _, _ in pairs], [t for _, _, t in pairs])
+            answers = self.yes_no.answer_yes_no(
+                [entries[i].image for i, _, _ in pairs], [t for _, _, t in pairs]
+            )
             raw: dict[int, dict[int, float]] = defaultdict(dict)
             for (index, number, _), (value, _) in zip(pairs, answers, strict=True):
                 raw[index][number] = value
             for index, answered in raw.items():
                 qset = self.question_sets[entries[index].item.meta["class"]][entries[index].item.meta["id"]]
-                kept = {n: 0.0 if any(answered[p] == 0.0 for p in qset["parents"][n]) else v for n, v in answered.items()}
-                rows[index].update({"score": sum(kept.values()) / len(kept), "answers": {str(n): v for n, v in answered.items()}})
+                kept = {
+                    n: 0.0 if any(answered[p] == 0.0 for p in qset["parents"][n]) else v
+                    for n, v in answered.items()
+                }
+                rows[index].update(
+                    {
+                        "score": sum(kept.values()) / len(kept),
+                        "answers": {str(n): v for n, v in answered.items()},
+                    }
+                )
         # text: one transcription per tile
         text_rows = [i for i, e in enumerate(entries) if e.item.meta["class"] == "text"]
         if text_rows:
-            transcripts = self.judge("", [self.ocr_prompt] * len(text_rows), [entries[i].image for i in text_rows])
+            transcripts = self.judge(
+                "", [self.ocr_prompt] * len(text_rows), [entries[i].image for i in text_rows]
+            )
             for index, transcript in zip(text_rows, transcripts, strict=True):
-                measures = text_measures(reference_text(self.references[entries[index].item.meta["id"]]), transcript)
+                measures = text_measures(
+                    reference_text(self.references[entries[index].item.meta["id"]]), transcript
+                )
                 rows[index].update({**measures, "score": measures["cr"], "transcript": transcript})
         # diversity: the item's tiles together (the harness never splits an item across calls)
         if self.embedder is not None and self.diversity_error is None:
@@ -473,7 +557,10 @@ class OneIGBenchmark(GridBenchmark):
             table["alignment"] = {"score": mean(every), "n": len(every)}
             for cls in ALIGNMENT_CLASSES:
                 if prompt_alignment.get(cls):
-                    table[f"alignment/{cls}"] = {"score": mean(prompt_alignment[cls]), "n": len(prompt_alignment[cls])}
+                    table[f"alignment/{cls}"] = {
+                        "score": mean(prompt_alignment[cls]),
+                        "n": len(prompt_alignment[cls]),
+                    }
         # text: ED and CR over tiles, WAC over words, then OneIG's text score
         text = [r for r in rows if r["category"] == "text" and "ed" in r]
         if text:
@@ -492,8 +579,14 @@ class OneIGBenchmark(GridBenchmark):
         else:
             table["diversity"] = {"score": None, "n": 0}
             errors = [r["diversity_error"] for r in rows if r.get("diversity_error")]
-            notes["diversity"] = (errors[0] if errors else None) or self.diversity_error or (
-                "not computed (diversity.backend=none)" if self.embedder is None else "not computed for every prompt: score again with score.rescore=true"
+            notes["diversity"] = (
+                (errors[0] if errors else None)
+                or self.diversity_error
+                or (
+                    "not computed (diversity.backend=none)"
+                    if self.embedder is None
+                    else "not computed for every prompt: score again with score.rescore=true"
+                )
             )
         for dimension, reason in NOT_COMPUTED.items():
             table[dimension] = {"score": None, "n": 0}

@@ -118,7 +118,9 @@ def _differences(values: Sequence[dict[str, Any]], skip: Sequence[str] = ()) -> 
     return out
 
 
-def check_comparable(runs: Sequence[dict[str, Any]], names: Sequence[str], allow_mismatch: bool = False) -> list[str]:
+def check_comparable(
+    runs: Sequence[dict[str, Any]], names: Sequence[str], allow_mismatch: bool = False
+) -> list[str]:
     """Refuse (``ValueError``) runs scored by different judges, benchmark files or scoring settings;
     return warning lines for runs generated under different protocols (logged loudly).
 
@@ -138,7 +140,10 @@ def check_comparable(runs: Sequence[dict[str, Any]], names: Sequence[str], allow
     fatal = []
     for part in ("judge", "scoring", "files"):
         diff = _differences([b.get(part) for b in blocks])
-        fatal += [f"{part}.{key}: " + ", ".join(f"{n}={v!r}" for n, v in zip(labels, seen, strict=True)) for key, seen in diff.items()]
+        fatal += [
+            f"{part}.{key}: " + ", ".join(f"{n}={v!r}" for n, v in zip(labels, seen, strict=True))
+            for key, seen in diff.items()
+        ]
     if fatal:
         message = (
             "compare: the runs were scored differently, so their numbers are on different scales:\n  "
@@ -153,11 +158,14 @@ def check_comparable(runs: Sequence[dict[str, Any]], names: Sequence[str], allow
     protocol = _differences([b.get("protocol") for b in blocks], skip=(*COMPARED_ON_PURPOSE, *SPEED_ONLY))
     for key, seen in protocol.items():
         warnings.append(
-            f"protocol differs in {key}: " + ", ".join(f"{n}={v!r}" for n, v in zip(labels, seen, strict=True))
+            f"protocol differs in {key}: "
+            + ", ".join(f"{n}={v!r}" for n, v in zip(labels, seen, strict=True))
         )
     version = _differences([{"t2ir1_version": b.get("t2ir1_version")} for b in blocks])
     for key, seen in version.items():
-        warnings.append(f"{key} differs: " + ", ".join(f"{n}={v!r}" for n, v in zip(labels, seen, strict=True)))
+        warnings.append(
+            f"{key} differs: " + ", ".join(f"{n}={v!r}" for n, v in zip(labels, seen, strict=True))
+        )
     for line in warnings:
         log.warning("COMPARE WARNING: %s", line)
     return warnings

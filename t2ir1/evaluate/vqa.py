@@ -36,7 +36,9 @@ def read_yes(answer: str) -> bool:
 class BlipYesNoJudge(BlipVqaJudge):
     """BLIP VQA answering yes when its yes-probability (yes vs no at the first token) exceeds 0.5."""
 
-    def answer_yes_no(self, images: Sequence[Image.Image], questions: Sequence[str]) -> list[tuple[float, str]]:
+    def answer_yes_no(
+        self, images: Sequence[Image.Image], questions: Sequence[str]
+    ) -> list[tuple[float, str]]:
         """Per (image, question): ``(1.0 or 0.0, "p_yes=0.731")``."""
         probabilities = self.yes_probability(images, questions)
         return [(float(p > 0.5), f"p_yes={float(p):.4f}") for p in probabilities.tolist()]
@@ -51,7 +53,9 @@ class ChatYesNoJudge:
         system_prompt: the system line (empty: none).
     """
 
-    def __init__(self, judge: Any, question_template: str = DEFAULT_QUESTION_TEMPLATE, system_prompt: str = ""):
+    def __init__(
+        self, judge: Any, question_template: str = DEFAULT_QUESTION_TEMPLATE, system_prompt: str = ""
+    ):
         if "{question}" not in question_template:
             raise ValueError(f"question_template {question_template!r} must contain {{question}}")
         self.judge = judge
@@ -61,7 +65,9 @@ class ChatYesNoJudge:
     def setup(self, device: str = "cpu") -> None:
         self.judge.setup(device)
 
-    def answer_yes_no(self, images: Sequence[Image.Image], questions: Sequence[str]) -> list[tuple[float, str]]:
+    def answer_yes_no(
+        self, images: Sequence[Image.Image], questions: Sequence[str]
+    ) -> list[tuple[float, str]]:
         instructions = [self.question_template.replace("{question}", q) for q in questions]
         answers = self.judge(self.system_prompt, instructions, images)
         return [(float(read_yes(a)), a) for a in answers]

@@ -169,7 +169,11 @@ class LocalVlmJudge:
 
     def describe(self) -> dict[str, Any]:
         return model_provenance(
-            self.model_path, kind="local_vlm", decoding="greedy", max_new_tokens=self.max_new_tokens, dtype=self.dtype_name
+            self.model_path,
+            kind="local_vlm",
+            decoding="greedy",
+            max_new_tokens=self.max_new_tokens,
+            dtype=self.dtype_name,
         )
 
     @torch.inference_mode()
@@ -236,7 +240,12 @@ class OpenAICompatibleJudge:
         self.retry_wait_s = retry_wait_s
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "openai_compatible", "endpoint": self.base_url, "model": self.model, "temperature": 0.0}
+        return {
+            "kind": "openai_compatible",
+            "endpoint": self.base_url,
+            "model": self.model,
+            "temperature": 0.0,
+        }
 
     def setup(self, device: str = "cpu") -> None:
         if not self.base_url.startswith(("http://", "https://")):

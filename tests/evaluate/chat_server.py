@@ -23,7 +23,9 @@ def scripted_chat(answer: Callable[[str, str], str]) -> Iterator[tuple[str, list
             seen.append(body)
             system = "".join(part.get("text", "") for part in body["messages"][0]["content"])
             user = "".join(part.get("text", "") for part in body["messages"][1]["content"])
-            payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer(system, user)}}]})
+            payload = json.dumps(
+                {"choices": [{"message": {"role": "assistant", "content": answer(system, user)}}]}
+            )
             data = payload.encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")

@@ -111,7 +111,10 @@ def test_dpg_end_to_end_with_a_chat_judge(eval_cfg, tmp_path):
         summary = run(eval_cfg(*overrides))
         # 2 prompts x 4 tiles, one request per (tile, question): 4 x 3 + 4 x 2
         assert len(seen) == 20
-        assert seen[0]["messages"][1]["content"][0]["text"] == "Is there a cat? Please answer 'Yes' or 'No' only."
+        assert (
+            seen[0]["messages"][1]["content"][0]["text"]
+            == "Is there a cat? Please answer 'Yes' or 'No' only."
+        )
         # per prompt: a = 0 (every question zeroed or no), b = 1/2 -> overall (0 + 50) / 2
         assert summary["overall"] == pytest.approx(25.0)
         cats = summary["categories"]
@@ -136,7 +139,10 @@ def test_dpg_end_to_end_with_a_chat_judge(eval_cfg, tmp_path):
             path.unlink()
         again = run(eval_cfg(*overrides, "generate=false", "score.rescore=true"))
         assert again["overall"] == pytest.approx(25.0) and len(seen) == 40
-        assert Image.open(out / IMAGES_DIR / "singles" / "a_3.png").convert("RGB").tobytes() == singles[3].tobytes()
+        assert (
+            Image.open(out / IMAGES_DIR / "singles" / "a_3.png").convert("RGB").tobytes()
+            == singles[3].tobytes()
+        )
 
 
 def test_dpg_with_the_tiny_blip_judge(eval_cfg, tmp_path, judges):

@@ -100,7 +100,9 @@ def test_geneval_pp_end_to_end(eval_cfg, tmp_path):
     )
     # color_attr: 1/1; counting: 0/1 (the unreadable answer is left out); overall = (1 + 0) / 2
     cats = summary["categories"]
-    assert cats["color_attr"]["score"] == 1.0 and cats["counting"]["score"] == 0.0 and cats["counting"]["n"] == 2
+    assert (
+        cats["color_attr"]["score"] == 1.0 and cats["counting"]["score"] == 0.0 and cats["counting"]["n"] == 2
+    )
     assert summary["overall"] == pytest.approx(0.5)
     assert summary["notes"]["unparsed judge answers"] == 1
     assert summary["provenance"]["judge"]["judge"] == {
@@ -136,7 +138,7 @@ def test_imagine_end_to_end_and_quirk(eval_cfg, tmp_path):
         assert cats["Spatiotemporal"]["n"] == 1 and summary["notes"]["unparsed judge answers"] == 1
         # (3 * 6.2 + 2 * 8.2 + 2 * 5.2) / (3 + 2 + 2), Spatiotemporal absent
         assert summary["overall"] == pytest.approx(45.4 / 7)
-        assert "EXPLANATION: \"blue fur\"" in seen[0]["messages"][1]["content"][0]["text"]
+        assert 'EXPLANATION: "blue fur"' in seen[0]["messages"][1]["content"][0]["text"]
         # the official overall leaves Multi-Object out: (3 * 6.2 + 2 * 8.2) / 5
         quirk = run(eval_cfg(*overrides, "benchmark.reference_quirks=true"))
         assert quirk["overall"] == pytest.approx(7.0)

@@ -195,7 +195,11 @@ def test_mask_box_and_grey_masked_crop():
     assert mask_box(torch.zeros(4, 4, dtype=torch.bool)) is None
     crop = np.asarray(masked_crop(image, (1.0, 1.0, 3.0, 3.0), mask))
     assert crop.shape == (2, 2, 3)
-    assert (crop[0, 0] == pixels[1, 1]).all() and (crop[0, 1] == pixels[1, 2]).all() and (crop[1, 0] == pixels[2, 1]).all()
+    assert (
+        (crop[0, 0] == pixels[1, 1]).all()
+        and (crop[0, 1] == pixels[1, 2]).all()
+        and (crop[1, 0] == pixels[2, 1]).all()
+    )
     assert (crop[1, 1] == 128).all()  # outside the mask: GenEval's grey
     assert (np.asarray(masked_crop(image, (1.0, 1.0, 3.0, 3.0), None)) == pixels[1:3, 1:3]).all()
 
@@ -221,7 +225,9 @@ def test_mask2former_instances_by_hand():
         ("tv monitor", (0.0, 2.0, 3.0, 3.0), 0.5),
     ]
     assert int(found[1].attributes["mask"].sum()) == 4
-    assert [d.label for d in detector.instances(segmentation, segments, ["dog"])] == ["dog"]  # other classes dropped
+    assert [d.label for d in detector.instances(segmentation, segments, ["dog"])] == [
+        "dog"
+    ]  # other classes dropped
 
 
 def test_geneval_with_mask2former_end_to_end(eval_cfg, judges, tmp_path):
@@ -244,7 +250,9 @@ def test_geneval_with_mask2former_end_to_end(eval_cfg, judges, tmp_path):
     assert prov["thresholds"] == {"score": 0.3, "counting": 0.9, "max_overlap": 1.0}
     # the random tiny model's confidences (~0.14) never pass 0.3: nothing is detected, every image is wrong
     assert strict["overall"] == 0.0
-    loose = run(eval_cfg(*common, "generate=false", "benchmark.threshold=0.0", "benchmark.counting_threshold=0.0"))
+    loose = run(
+        eval_cfg(*common, "generate=false", "benchmark.threshold=0.0", "benchmark.counting_threshold=0.0")
+    )
     rows = [json.loads(line)["row"] for line in (out / SCORES_JSONL).read_text().splitlines()][-3:]
     assert all(set(r["detections"]) <= {"cat", "dog"} for r in rows)
     assert any(r["detections"] for r in rows)  # at threshold 0 the random model's instances count

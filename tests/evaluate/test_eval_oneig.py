@@ -56,9 +56,14 @@ def write_files(tmp_path):
 def test_text_math_by_hand():
     reference = reference_text("['Hello World', 'Open 24 hours']")
     assert normalize_text(reference) == "Hello World Open 24 hours"
-    assert normalize_text("  Café, \"24/7\"!\n") == "Café 247"
+    assert normalize_text('  Café, "24/7"!\n') == "Café 247"
     # one letter missing: distance 1, not exact, 4 of 5 reference words matched
-    assert text_measures(reference, "Hello World! Open 24 hour") == {"ed": 1.0, "cr": 0.0, "matched_words": 4, "reference_words": 5}
+    assert text_measures(reference, "Hello World! Open 24 hour") == {
+        "ed": 1.0,
+        "cr": 0.0,
+        "matched_words": 4,
+        "reference_words": 5,
+    }
     assert text_measures(reference, "No text recognized")["ed"] == len("Hello World Open 24 hours")
     # 1 - min(100, ED) * (1 - CR) * (1 - WAC) / 100
     assert text_score(1.0, 0.0, 0.8) == pytest.approx(1 - 1 * 1 * 0.2 / 100)
@@ -75,8 +80,12 @@ def test_mean_pairwise_distance_by_hand():
 def test_question_set_errors(tmp_path):
     qd = tmp_path / "Q_D"
     qd.mkdir()
-    (qd / "object.json").write_text(json.dumps({"000": {"question": '{"1": "Is there a cat?"}', "dependency": '{"1": [2]}'}}))
-    with pytest.raises(BenchmarkFileError, match=r"object\.json \[000\]: question 1 depends on unknown question\(s\) \[2\]"):
+    (qd / "object.json").write_text(
+        json.dumps({"000": {"question": '{"1": "Is there a cat?"}', "dependency": '{"1": [2]}'}})
+    )
+    with pytest.raises(
+        BenchmarkFileError, match=r"object\.json \[000\]: question 1 depends on unknown question\(s\) \[2\]"
+    ):
         read_question_sets(qd, "object")
     with pytest.raises(BenchmarkFileError, match="anime.json does not exist"):
         read_question_sets(qd, "anime")
@@ -140,7 +149,9 @@ def test_oneig_end_to_end(eval_cfg, tmp_path, judges):
     reference.setup("cpu")
     values = []
     for cls in ("anime", "object", "text", "reasoning"):
-        tiles = [Image.open(out / IMAGES_DIR / "singles" / cls / f"000_{k}.png").convert("RGB") for k in range(4)]
+        tiles = [
+            Image.open(out / IMAGES_DIR / "singles" / cls / f"000_{k}.png").convert("RGB") for k in range(4)
+        ]
         values.append(mean_pairwise_distance(reference.image_features(tiles)))
     assert clip["categories"]["diversity"]["score"] == pytest.approx(sum(values) / 4, abs=1e-5)
     assert clip["categories"]["alignment"]["score"] == pytest.approx(1 / 3)

@@ -54,7 +54,10 @@ def test_compare_refuses_different_judges(tmp_path):
         r["provenance"]["judge"]["vqa"]["model"] = "Qwen/Qwen2.5-VL-7B-Instruct"
 
     runs = _runs(tmp_path, lambda r: None, other_judge)
-    with pytest.raises(ValueError, match=r"judge\.vqa\.model: run0='Salesforce/blip-vqa-base', run1='Qwen/Qwen2.5-VL-7B-Instruct'"):
+    with pytest.raises(
+        ValueError,
+        match=r"judge\.vqa\.model: run0='Salesforce/blip-vqa-base', run1='Qwen/Qwen2.5-VL-7B-Instruct'",
+    ):
         compare_table(runs)
     table = compare_table(runs, allow_mismatch=True)
     assert "**WARNING: these runs are not directly comparable**" in table and "judge.vqa.model" in table

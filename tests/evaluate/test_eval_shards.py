@@ -9,7 +9,14 @@ import pytest
 
 from t2ir1.evaluate import run
 from t2ir1.evaluate.base import EvalItem
-from t2ir1.evaluate.harness import GENERATIONS_JSONL, IMAGES_DIR, RESULTS_JSON, SCORES_JSONL, merge_rank_files, shard
+from t2ir1.evaluate.harness import (
+    GENERATIONS_JSONL,
+    IMAGES_DIR,
+    RESULTS_JSON,
+    SCORES_JSONL,
+    merge_rank_files,
+    shard,
+)
 
 
 def test_shards_are_disjoint_and_cover():
@@ -36,7 +43,9 @@ def test_two_processes_match_one(eval_cfg, tmp_path):
     common = ("benchmark=shapeworld", "benchmark.num_records=null", "limit=5", "benchmark.n_per_prompt=2")
     one = run(eval_cfg(*common, f"out_dir={tmp_path / 'one'}"))
     two = run(eval_cfg(*common, "processes=2", f"out_dir={tmp_path / 'two'}"))
-    images = sorted(p.relative_to(tmp_path / "one").as_posix() for p in (tmp_path / "one" / IMAGES_DIR).rglob("*.png"))
+    images = sorted(
+        p.relative_to(tmp_path / "one").as_posix() for p in (tmp_path / "one" / IMAGES_DIR).rglob("*.png")
+    )
     assert len(images) == 10
     for rel in images:
         assert (tmp_path / "two" / rel).read_bytes() == (tmp_path / "one" / rel).read_bytes(), rel

@@ -95,7 +95,12 @@ def build_tiny_blip(folder: Path) -> Path:
 
 def build_tiny_mask2former(folder: Path, labels: tuple[str, ...] = ("cat", "dog", "cup")) -> Path:
     """A Mask2Former (COCO-instance layout) with a 1-block-per-stage Swin, 64 px inputs and ``labels`` as classes."""
-    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor, SwinConfig
+    from transformers import (
+        Mask2FormerConfig,
+        Mask2FormerForUniversalSegmentation,
+        Mask2FormerImageProcessor,
+        SwinConfig,
+    )
 
     backbone = SwinConfig(
         image_size=64,
@@ -124,5 +129,7 @@ def build_tiny_mask2former(folder: Path, labels: tuple[str, ...] = ("cat", "dog"
     model = Mask2FormerForUniversalSegmentation(config).eval()
     out = folder / "mask2former"
     model.save_pretrained(out)
-    Mask2FormerImageProcessor(size={"height": 64, "width": 64}, size_divisor=32, ignore_index=255).save_pretrained(out)
+    Mask2FormerImageProcessor(
+        size={"height": 64, "width": 64}, size_divisor=32, ignore_index=255
+    ).save_pretrained(out)
     return out
