@@ -173,3 +173,30 @@ def test_dpg_with_the_tiny_blip_judge(eval_cfg, tmp_path, judges):
         assert row["score"] == pytest.approx(sum(kept) / 3)
     assert summary["overall"] == pytest.approx(100 * sum(r["score"] for r in rows) / 4)
     assert summary["provenance"]["judge"]["vqa"]["kind"] == "blip_vqa"
+
+
+@pytest.mark.slow
+def test_dpg_from_the_command_line(tmp_path, model_cache):
+    """`python eval.py benchmark=dpg ...` end to end in a fresh process (the scripted judge serves it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from chat_server import scripted_chat
+
+    root = Path(__file__).resolve().parents[2]
+    prompts, csv_path = _bench_files(tmp_path)
+    out = tmp_path / "cli"
+    with scripted_chat(_scripted) as (url, seen):
+        command = [
+            sys.executable, "eval.py", "benchmark=dpg", "benchmark/judge=openai", f"benchmark.judge.base_url={url}",
+            "benchmark.judge.max_retries=0", f"benchmark.prompts_dir={prompts}", f"benchmark.csv_path={csv_path}",
+            "model=tiny", f"paths.cache_dir={model_cache}", "device=cpu", "generation.max_new_tokens=6",
+            f"out_dir={out}", f"out_root={tmp_path / 'hydra'}",
+        ]  # fmt: skip
+        done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(seen) == 20
+    result = json.loads((out / "results.json").read_text())
+    assert result["overall"] == pytest.approx(25.0) and result["model"] == "tiny"
+    assert (out / "images" / "grids" / "b.png").is_file()
