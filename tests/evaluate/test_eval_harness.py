@@ -28,8 +28,10 @@ def test_generate_score_resume_and_repeat(eval_cfg, tmp_path):
         f"{k:05d}/samples/{s:04d}.png" for k in range(3) for s in range(2)
     ]
     assert first["n_images"] == 6 and first["use_cot"] is True
-    # the sampled settings are in the results (the tiny model has no run card: benchmark CFG 1, default prompt)
-    assert first["generation"]["cfg_weight"] == 1.0 and first["generation"]["reasoning_prompt"] == "default"
+    # the sampled settings are in the provenance (the tiny model has no run card: benchmark CFG 1, default prompt)
+    protocol = first["provenance"]["protocol"]
+    assert protocol["cfg_weight"] == 1.0 and protocol["reasoning_prompt"]["setting"] == "default"
+    assert protocol["text_top_k"] == 0 and protocol["system_prompt"].startswith("You are a helpful assistant")
     assert len(_lines(out / GENERATIONS_JSONL)) == 6
     assert all(isinstance(row["cot"], str) for row in _lines(out / GENERATIONS_JSONL))
     saved = json.loads((out / RESULTS_JSON).read_text())
@@ -109,6 +111,7 @@ def test_without_cot_and_compare(eval_cfg, tmp_path):
     # no CoT: the generation log says so
     assert all(row["cot"] is None for row in _lines(runs[1] / GENERATIONS_JSONL))
     table = compare_table(runs)
+    assert "WARNING" not in table  # CoT on/off is what the comparison is for, not a protocol mismatch
     lines = table.splitlines()
     assert lines[0] == "**shapeworld**"
     assert lines[2].startswith("| run | CoT | object |") and lines[2].endswith("| overall |")
