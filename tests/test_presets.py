@@ -215,7 +215,7 @@ PLACEHOLDERS = {
 
 def readme_commands() -> list[str]:
     """Every ``python train.py|generate.py|eval.py ...`` of the README (code blocks and table cells)."""
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")  # join shell line continuations
     found = re.findall(r"(?:^|`)(python (?:train|generate|eval)\.py[^`#\n]*)", text, flags=re.M)
     return [command.strip() for command in found]
 
@@ -226,7 +226,9 @@ def readme_overrides(command: str) -> tuple[str, list[str]]:
 
     for placeholder, value in PLACEHOLDERS.items():
         command = command.replace(placeholder, value)
-    command = re.sub(r"<([^>]+)>", r"\1", command)  # e.g. <geneval>/prompts/... -> geneval/prompts/...
+    command = command.replace("$(cat $HOME/t2ir1/reward_url)", "http://localhost:8000").replace("$HOME", "/home/user")
+    # e.g. <geneval>/prompts/... -> geneval/prompts/..., <DreamSim folder> -> DreamSim_folder
+    command = re.sub(r"<([^>]+)>", lambda match: match.group(1).replace(" ", "_"), command)
     tokens = shlex.split(command)[1:]
     script = tokens.pop(0)
     tokens = [t for t in tokens if t not in ("-m", "--cfg", "job", "...") and not (t.startswith("[") and t.endswith("]"))]
