@@ -68,8 +68,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Train as configured; returns the last logged value of every metric."""
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = _checked_ckpt_path(cfg)
-    # the training loader becomes stateful, so a resumed run continues at the same batch
-    datamodule = ResumableData(instantiate(cfg.data))
+    # the training loader becomes stateful, so a resumed run continues at the same batch; it
+    # serves each batch num_iterations times (several updates per rollout)
+    datamodule = ResumableData(instantiate(cfg.data), repeats=cfg.algo.get("num_iterations", 1))
     module = build_module(cfg)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
