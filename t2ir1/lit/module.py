@@ -130,6 +130,21 @@ def _timed(timings: dict[str, float], key: str):
     timings[key] = timings.get(key, 0.0) + _clock() - start
 
 
+REFERENCE_PREFIX = "reference."
+
+
+def _drop_reference_state(module, state_dict, prefix, local_metadata) -> None:
+    """``state_dict`` post-hook: no ``reference.*`` tensors (the frozen copy of the base model)."""
+    for key in [k for k in state_dict if k.startswith(prefix + REFERENCE_PREFIX)]:
+        del state_dict[key]
+
+
+def _reference_not_missing(module, incompatible_keys) -> None:
+    """``load_state_dict`` post-hook: a checkpoint without the reference is complete."""
+    missing = incompatible_keys.missing_keys
+    missing[:] = [key for key in missing if not key.startswith(REFERENCE_PREFIX)]
+
+
 class BiCoTGRPOModule(L.LightningModule):
     """BiCoT-GRPO on a Janus policy.
 
@@ -168,6 +183,10 @@ class BiCoTGRPOModule(L.LightningModule):
         # phase times of the micro-batch in flight, and the clocks its hooks started
         self._step_timings: dict[str, float] = {}
         self._clocks: dict[str, float] = {}
+        # the frozen reference is the base model: checkpoints leave it out, and a resumed run
+        # keeps the one configure_model rebuilt from the base weights
+        self.register_state_dict_post_hook(_drop_reference_state)
+        self.register_load_state_dict_post_hook(_reference_not_missing)
 
     # ------------------------------------------------------------------ setup
     def configure_model(self) -> None:

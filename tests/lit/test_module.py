@@ -78,7 +78,20 @@ def test_one_training_step_changes_every_trainable_parameter_and_no_frozen_one(t
             assert not changed, f"frozen {name} changed"
     for name, param in module.reference.named_parameters():
         assert torch.equal(ref_before[name], param), f"reference {name} changed"
-    assert "train/loss" in trainer.callback_metrics and "reward/brightness" in trainer.callback_metrics
+    metrics = trainer.callback_metrics
+    assert "train/loss" in metrics and "reward/brightness" in metrics
+    # every phase of the step is timed, backward and optimiser step included; the whole step
+    # (batch start to batch end) holds them all
+    phases = ["rollout", "reward", "ref_logprobs", "update", "backward", "optimizer"]
+    seconds = {phase: float(metrics[f"timing/{phase}"]) for phase in phases}
+    assert all(value > 0 for value in seconds.values()), seconds
+    assert float(metrics["timing/step"]) >= sum(seconds.values())
+    # throughput: 2 prompts x G=4 = 8 images of num_image_tokens tokens each
+    images, tokens = 8, 8 * tiny_policy.num_image_tokens
+    assert float(metrics["perf/images_per_s"]) == pytest.approx(images / float(metrics["timing/step"]), rel=1e-5)
+    assert float(metrics["perf/image_tokens_per_s"]) == pytest.approx(tokens / float(metrics["timing/step"]), rel=1e-5)
+    assert float(metrics["perf/rollout_images_per_s"]) == pytest.approx(images / seconds["rollout"], rel=1e-5)
+    assert float(metrics["perf/rollout_image_tokens_per_s"]) == pytest.approx(tokens / seconds["rollout"], rel=1e-5)
 
 
 def test_first_update_has_ratio_exactly_one_and_no_clipping(tiny_policy):
@@ -267,3 +280,19 @@ def test_a_token_level_reward_raises_its_favoured_tokens_probability(tiny_policy
         optimizer.step()
     end = favoured_mass()
     assert end > start + 0.15, (start, end)
+
+
+def test_checkpoint_state_leaves_out_the_frozen_reference_and_loads_strictly(tiny_policy):
+    module = make_module(tiny_policy)
+    state = module.state_dict()
+    assert any(k.startswith("policy.") for k in state)
+    assert not any(k.startswith("reference.") for k in state)
+    # strict loading accepts it: the reference keeps the weights configure_model built
+    reference_before = {n: p.detach().clone() for n, p in module.reference.named_parameters()}
+    assert module.load_state_dict(state, strict=True).missing_keys == []
+    for name, param in module.reference.named_parameters():
+        assert torch.equal(param, reference_before[name]), name
+    # a policy key missing is still an error
+    del state[next(k for k in state if k.startswith("policy."))]
+    with pytest.raises(RuntimeError, match="Missing key"):
+        module.load_state_dict(state, strict=True)
