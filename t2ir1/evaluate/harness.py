@@ -3,7 +3,7 @@
 Resumable at two levels:
 
 * **images** -- an image file that exists is never generated again; generation is seeded
-  per prompt text (:func:`t2ir1.generate.generation_seed`), so a resumed run produces the
+  per item (:meth:`Benchmark.item_seeds`, by default the prompt text), so a resumed run produces the
   same images a single run would have;
 * **scores** -- ``scores.jsonl`` caches each image's row under (relative path, SHA-256 of
   the file, fingerprint of the scoring config); only new or changed images are scored.
@@ -106,7 +106,7 @@ def generate_missing(
     """Generate and write the images of ``items`` that do not exist yet; returns how many were written."""
     from hydra.utils import instantiate
 
-    from t2ir1.generate import generate_samples
+    from t2ir1.generate import engine_options, generate_samples
 
     root = out_dir / IMAGES_DIR
     todo = missing_images(benchmark, root, items)
@@ -176,6 +176,8 @@ def generate_missing(
             seed=int(cfg.seed),
             decode_micro_batch_size=settings["decode_micro_batch_size"],
             on_batch=write,
+            seeds=benchmark.item_seeds(todo, int(cfg.seed)),
+            **engine_options(settings),
         )
     finally:
         progress.close()
