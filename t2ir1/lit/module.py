@@ -488,12 +488,17 @@ class BiCoTGRPOModule(L.LightningModule):
             scale_gradients((p for group in optimizer.param_groups for p in group["params"]), factor)
             self._step_normalizer = None
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        """Log every phase of this micro-batch and its throughput (the optimiser step, with
-        gradient clipping, only on the micro-batch that ran it)."""
-        now = _clock()
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # the closure (training_step, backward) runs inside; the optimizer clock starts after it
+        super().optimizer_step(*args, **kwargs)
         if "optimizer" in self._clocks:
-            self._step_timings["optimizer"] = now - self._clocks.pop("optimizer")
+            self._step_timings["optimizer"] = _clock() - self._clocks.pop("optimizer")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """Log every phase of this micro-batch and its throughput. ``timing/optimizer`` (gradient
+        correction, clipping, the optimiser step) appears on the micro-batch that stepped;
+        ``timing/step`` runs from batch start to here, callbacks' batch-end work included."""
+        now = _clock()
         if "step" not in self._clocks or self.last_rollout is None:
             return
         step_seconds = now - self._clocks.pop("step")

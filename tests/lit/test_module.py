@@ -197,6 +197,7 @@ def test_num_iterations_without_a_repeating_loader_is_a_clear_error(tiny_policy)
 
 def test_unscorable_samples_leave_the_baseline_and_get_advantage_zero(tiny_policy):
     from t2ir1.lit.module import Rollout
+    from t2ir1.rollout.engine import Generation
 
     class Fixed:
         name = "fixed"
@@ -209,7 +210,10 @@ def test_unscorable_samples_leave_the_baseline_and_get_advantage_zero(tiny_polic
 
     module = make_module(tiny_policy)
     module.reward = RewardEnsemble({"fixed": Fixed()}, {"fixed": 1.0}, nan_policy="drop")
-    rollout = Rollout(RECORDS * 4, [None] * 8, None, torch.zeros(8, 1), torch.ones(8, 1), torch.zeros(8, 1), [None] * 8)
+    # only the scores matter here: a placeholder generation of 8 one-token rows
+    rows = torch.zeros(8, 1, dtype=torch.long)
+    generation = Generation(["a", "b"], 4, 1, [None] * 8, rows, rows + 1, rows, rows.float(), [None] * 8)
+    rollout = Rollout([r for r in RECORDS for _ in range(4)], generation)
     module.score(rollout)
     advantages = module.advantages(rollout)
     # group 0: valid rewards 1, 3, 5 -> mean 3, unbiased std 2 -> (-2, 0, 2) / 2; the NaN sample gets 0 and does

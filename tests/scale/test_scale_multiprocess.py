@@ -105,6 +105,7 @@ def single(tmp_path_factory) -> dict[int, list[dict]]:
 def _two_process(tmp_path_factory, name: str, strategy_overrides: list[str]) -> dict[int, list[dict]]:
     tmp = tmp_path_factory.mktemp(name)
     cache = tmp_path_factory.getbasetemp() / "cache"
+    strategy_overrides = [o.replace("{tmp}", str(tmp)) for o in strategy_overrides]
     rows = _train(tmp, cache, [*strategy_overrides, *_common(tmp, cache, PER_RANK_BATCH)])
     rows["dir"] = tmp
     return rows
@@ -118,15 +119,39 @@ def ddp(tmp_path_factory, single) -> dict[int, list[dict]]:
     )
 
 
+# full precision so that the comparison is exact up to float reordering
+FSDP = [
+    "trainer=fsdp",
+    "trainer.accelerator=cpu",
+    "trainer.devices=2",
+    "trainer.strategy.param_dtype=null",
+    "trainer.strategy.reduce_dtype=null",
+]
+# the ShapeWorld held-out evaluation (before, at step 1, after): under FSDP every rank must take
+# part in each forward's all-gathers; rank 0 alone would hang until the subprocess timeout
+HELDOUT = [
+    "+callbacks.heldout._target_=t2ir1.shapeworld.callbacks.HeldoutAccuracyCallback",
+    "+callbacks.heldout.num_prompts=2",
+    "+callbacks.heldout.batch_size=2",
+    "+callbacks.heldout.max_new_tokens=4",
+    "+callbacks.heldout.grid_images=0",
+    "+callbacks.heldout.every_n_steps=1",
+]
+
+
 @pytest.fixture(scope="module")
 def fsdp(tmp_path_factory, single) -> dict[int, list[dict]]:
-    # full precision so that the comparison is exact up to float reordering
-    overrides = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"]
-    overrides += ["trainer.strategy.param_dtype=null", "trainer.strategy.reduce_dtype=null"]
-    return _two_process(tmp_path_factory, "fsdp", overrides)
+    rows = _two_process(tmp_path_factory, "fsdp", [*FSDP, *HELDOUT, "+callbacks.heldout.out_dir={tmp}/heldout"])
+    return rows
 
 
-@pytest.fixture(params=["ddp", "fsdp"])
+@pytest.fixture(scope="module")
+def fsdp_offload(tmp_path_factory, single) -> dict[int, list[dict]]:
+    # sharded parameters, gradients and optimiser state kept in CPU memory
+    return _two_process(tmp_path_factory, "fsdp_offload", [*FSDP, "trainer.strategy.cpu_offload=true"])
+
+
+@pytest.fixture(params=["ddp", "fsdp", "fsdp_offload"])
 def multi(request) -> dict[int, list[dict]]:
     return request.getfixturevalue(request.param)
 
@@ -198,6 +223,19 @@ def test_only_trained_parts_have_optimiser_state_and_rank_zero_writes_grids(mult
 def test_strategies_are_the_configured_ones(ddp, fsdp):
     assert _end(ddp[0])["strategy"] == "DDPStrategy"
     assert _end(fsdp[0])["strategy"] == "FSDP2Strategy"
+
+
+def test_policy_and_module_agree_on_the_device(multi):
+    # under cpu_offload the sharded weights live in CPU memory, yet the policy computes (and
+    # places its inputs) where the module runs
+    for rank in (0, 1):
+        assert _end(multi[rank])["policy_device"] == _end(multi[rank])["module_device"]
+
+
+def test_fsdp_heldout_evaluation_runs_on_every_rank_and_rank_zero_reports(fsdp):
+    summary = json.loads((fsdp["dir"] / "heldout" / "heldout_accuracy.json").read_text())
+    # before, after step 1, after the last step
+    assert [row["step"] for row in summary["history"]] == [0, 1, 2]
 
 
 def _exported_checksum(state: dict) -> dict[str, list[float]]:
