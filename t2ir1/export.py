@@ -82,7 +82,19 @@ class _MetadataUnpickler(pickle.Unpickler):
     built (the index is a pickle; the tensor shards themselves are read weights-only by torch)."""
 
     _TORCH = {"Size", "device", "layout", "memory_format", "strided", "contiguous_format"}
-    _BUILTINS = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice")}
+    _BUILTINS = {
+        ("collections", "OrderedDict"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "slice"),
+        # maps a layout's name ("torch.strided") to the layout; torch's weights-only unpickler allows it too
+        ("torch.serialization", "_get_layout"),
+        # where the checkpoint was written (StorageMeta.checkpoint_id): a path, built, never opened
+        ("pathlib", "PosixPath"),
+        ("pathlib", "PurePosixPath"),
+        ("pathlib", "WindowsPath"),
+        ("pathlib", "PureWindowsPath"),
+    }
 
     def find_class(self, module: str, name: str):
         allowed = (
