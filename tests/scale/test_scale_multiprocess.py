@@ -267,8 +267,8 @@ def test_fsdp_checkpoint_folder_exports_and_loads_in_generate_and_eval(fsdp, tmp
     exported = JanusForConditionalGeneration.from_pretrained(out)
     _assert_trained_weights(_exported_checksum(exported.state_dict()), trained)
 
-    run_cfg = OmegaConf.load(fsdp["dir"] / ".hydra" / "config.yaml")
-    cfg = OmegaConf.create({"model": run_cfg.model, "ckpt_path": str(folder), "device": "cpu"})
+    cfg = OmegaConf.load(fsdp["dir"] / ".hydra" / "config.yaml")  # the run's model (and paths)
+    cfg.ckpt_path, cfg.device = str(folder), "cpu"
     policy = load_policy(cfg)  # generate.py ckpt_path=
     _assert_trained_weights(_exported_checksum(policy.model.state_dict()), trained)
     # eval.py ckpt_path=: its own output folder, never the base model's cached images
