@@ -53,8 +53,8 @@ def _common(tmp: Path, cache: Path, batch_size: int, levels: str = "[semantic,to
         "trainer.accumulate_grad_batches=1",
         "trainer.precision=32-true",
         "trainer.enable_progress_bar=false",
-        # one checkpoint, after the last step (a folder under FSDP)
-        "callbacks.checkpoint.every_n_train_steps=2",
+        # a checkpoint after every step (a folder under FSDP)
+        "callbacks.checkpoint.every_n_train_steps=1",
         "+callbacks.recorder._target_=rank_recorder.RankRecorder",
         f"+callbacks.recorder.out_dir={tmp}/ranks",
     ]
@@ -276,3 +276,29 @@ def test_fsdp_checkpoint_folder_exports_and_loads_in_generate_and_eval(fsdp, tmp
     base_dir = output_dir(eval_cfg, "shapeworld")
     eval_cfg.ckpt_path = str(folder)
     assert output_dir(eval_cfg, "shapeworld") != base_dir
+
+
+def test_fsdp_resumes_exactly_from_its_sharded_checkpoint_which_holds_no_reference(tmp_path_factory, fsdp):
+    """Resume the 2-process FSDP run from its step-1 folder: step 1 and the final weights equal
+    the uninterrupted run's, though the folder holds no frozen-reference tensors (the resumed
+    run rebuilds the reference from the base weights)."""
+    import shutil
+
+    from t2ir1.export import _MetadataUnpickler
+
+    saved = next((fsdp["dir"] / "checkpoints").glob("*step=1.ckpt"))
+    with open(saved / ".metadata", "rb") as stream:
+        keys = list(_MetadataUnpickler(stream).load().state_dict_metadata)
+    assert any(k.startswith("state_dict.policy.") for k in keys)
+    assert not any(k.startswith("state_dict.reference.") for k in keys)
+
+    tmp = tmp_path_factory.mktemp("fsdp_resumed")
+    step1 = tmp / "step1.ckpt"  # a path without '=' (Hydra override grammar)
+    shutil.copytree(saved, step1)
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    resumed = _train(tmp, cache, [*FSDP, *_common(tmp, cache, PER_RANK_BATCH), f"ckpt_path={step1}"])
+    for rank in (0, 1):
+        (step,) = _steps(resumed[rank])
+        assert step["step"] == 1 and step["prompt_ids"] == _steps(fsdp[rank])[1]["prompt_ids"]
+        assert step["loss"] == pytest.approx(_steps(fsdp[rank])[1]["loss"], rel=1e-5, abs=1e-7)
+        _assert_trained_weights(_end(resumed[rank])["checksum"], _end(fsdp[rank])["checksum"])
