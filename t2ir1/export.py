@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import pickle
 import re
 import sys
 from collections.abc import Callable
@@ -47,10 +48,26 @@ class ExportError(RuntimeError):
 
 # ----------------------------------------------------------------------------- training checkpoints
 def policy_state_from_checkpoint(ckpt_path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The ``JanusForConditionalGeneration`` state dict inside a training checkpoint."""
+    """The ``JanusForConditionalGeneration`` state dict inside a training checkpoint.
+
+    ``ckpt_path`` is a Lightning checkpoint file, or the folder a sharded (``trainer=fsdp``)
+    run writes instead (PyTorch distributed checkpoint: one ``.distcp`` file per rank and a
+    ``.metadata`` index); the folder's shards are consolidated here, on CPU, policy weights only.
+    """
     path = Path(ckpt_path).expanduser()
+    if path.is_dir():
+        state = _distributed_checkpoint_state(path, f"state_dict.{POLICY_PREFIX}")
+        if not state:
+            raise ExportError(
+                f"{path} is a distributed checkpoint without '{POLICY_PREFIX}*' weights; it was not written "
+                "by t2ir1's BiCoTGRPOModule"
+            )
+        return state
     if not path.is_file():
-        raise ExportError(f"{path}: no such checkpoint (training writes <output_dir>/checkpoints/last.ckpt)")
+        raise ExportError(
+            f"{path}: no such checkpoint (training writes <output_dir>/checkpoints/last.ckpt: a file, "
+            "or a folder under trainer=fsdp)"
+        )
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not state:
@@ -62,6 +79,70 @@ def policy_state_from_checkpoint(ckpt_path: str | os.PathLike) -> dict[str, torc
             "it was not written by t2ir1's BiCoTGRPOModule"
         )
     return policy
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickles a distributed checkpoint's ``.metadata`` index and nothing else: only the
+    checkpoint metadata classes, torch sizes/dtypes/layouts and plain containers may be
+    built (the index is a pickle; the tensor shards themselves are read weights-only by torch)."""
+
+    _TORCH = {"Size", "device", "layout", "memory_format", "strided", "contiguous_format"}
+    _BUILTINS = {
+        ("collections", "OrderedDict"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "slice"),
+        # maps a layout's name ("torch.strided") to the layout; torch's weights-only unpickler allows it too
+        ("torch.serialization", "_get_layout"),
+        # where the checkpoint was written (StorageMeta.checkpoint_id): a path, built, never opened
+        ("pathlib", "PosixPath"),
+        ("pathlib", "PurePosixPath"),
+        ("pathlib", "WindowsPath"),
+        ("pathlib", "PureWindowsPath"),
+    }
+
+    def find_class(self, module: str, name: str):
+        allowed = (
+            module.startswith("torch.distributed.checkpoint.")
+            or (module == "torch" and (name in self._TORCH or isinstance(getattr(torch, name, None), torch.dtype)))
+            or (module, name) in self._BUILTINS
+        )
+        if not allowed:
+            raise ExportError(
+                f"distributed checkpoint metadata asks for {module}.{name}, which a checkpoint index never holds; "
+                "the folder is not a trustworthy t2ir1 checkpoint (nothing was executed)"
+            )
+        return super().find_class(module, name)
+
+
+def _distributed_checkpoint_state(path: Path, prefix: str) -> dict[str, torch.Tensor]:
+    """Full (unsharded) tensors of a distributed checkpoint folder whose keys start with
+    ``prefix``, keyed without it; loaded in this process alone (no process group)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    index = path / ".metadata"
+    if not index.is_file():
+        raise ExportError(
+            f"{path} is a directory but not a distributed checkpoint (no .metadata); pass a checkpoint file, "
+            f"e.g. {path / 'last.ckpt'}, or a folder written by trainer=fsdp"
+        )
+
+    class WeightsOnlyReader(dcp.FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            with open(index, "rb") as stream:
+                return _MetadataUnpickler(stream).load()
+
+    reader = WeightsOnlyReader(str(path))
+    metadata = reader.read_metadata()
+    state = {
+        key: torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
+        for key, meta in metadata.state_dict_metadata.items()
+        if key.startswith(prefix) and isinstance(meta, TensorStorageMetadata)
+    }
+    if state:
+        dcp.load(state, storage_reader=reader, no_dist=True)
+    return {key[len(prefix) :]: value for key, value in state.items()}
 
 
 def load_policy_weights(policy, ckpt_path: str | os.PathLike) -> None:
@@ -118,8 +199,11 @@ def export_checkpoint(
 ) -> Path:
     """Write the checkpoint's policy as a transformers Janus directory (model + processor)."""
     ckpt_path, out = Path(ckpt_path).expanduser(), Path(out_dir)
-    if not ckpt_path.is_file():
-        raise ExportError(f"{ckpt_path}: no such checkpoint (training writes <output_dir>/checkpoints/last.ckpt)")
+    if not ckpt_path.exists():
+        raise ExportError(
+            f"{ckpt_path}: no such checkpoint (training writes <output_dir>/checkpoints/last.ckpt: a file, "
+            "or a folder under trainer=fsdp)"
+        )
     policy = base_policy(ckpt_path, base, Path(config_path) if config_path else None)
     load_policy_weights(policy, ckpt_path)
     model = policy.model
@@ -381,7 +465,9 @@ def _export_cli(argv: list[str]) -> Path:
         description="Training checkpoint -> transformers Janus directory. "
         "(DeepSeek layout -> transformers: python -m t2ir1.export convert-deepseek SRC DST)",
     )
-    parser.add_argument("ckpt", help="Lightning checkpoint written by train.py (e.g. <run>/checkpoints/last.ckpt)")
+    parser.add_argument(
+        "ckpt", help="checkpoint written by train.py (e.g. <run>/checkpoints/last.ckpt: a file, or a folder under trainer=fsdp)"
+    )
     parser.add_argument("out", help="output directory")
     parser.add_argument("--base", default=None, help="transformers Janus the run started from (default: the run's model config)")
     parser.add_argument("--config", default=None, help="the run's config (default: <run>/.hydra/config.yaml)")

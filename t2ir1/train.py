@@ -71,8 +71,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     check_training_config(cfg)  # real model under an offline preset; bf16 weights without an fp32 master copy
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = _checked_ckpt_path(cfg)
-    # the training loader becomes stateful, so a resumed run continues at the same batch
-    datamodule = ResumableData(instantiate(cfg.data))
+    # the training loader becomes stateful, so a resumed run continues at the same batch; it
+    # serves each batch num_iterations times (several updates per rollout)
+    datamodule = ResumableData(instantiate(cfg.data), repeats=cfg.algo.get("num_iterations", 1))
     module = build_module(cfg)
     trainer: L.Trainer = instantiate(
         cfg.trainer,

@@ -113,3 +113,31 @@ def test_unknown_deepseek_key_is_a_clear_error():
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ExportError, match="no such checkpoint"):
         main([str(tmp_path / "nope.ckpt"), str(tmp_path / "out"), "--base", str(tmp_path)])
+
+
+class _RunsCode:
+    """Unpickling this would call ``exec`` (a hostile checkpoint index)."""
+
+    def __reduce__(self):
+        return (exec, ("import sys; sys.modules['t2ir1'].PWNED = True",))
+
+
+def test_distributed_checkpoint_index_is_read_without_running_code(tmp_path):
+    import pickle
+
+    import t2ir1
+    from t2ir1.export import policy_state_from_checkpoint
+
+    folder = tmp_path / "last.ckpt"
+    folder.mkdir()
+    (folder / ".metadata").write_bytes(pickle.dumps(_RunsCode()))
+    with pytest.raises(ExportError, match="builtins.exec.*nothing was executed"):
+        policy_state_from_checkpoint(folder)
+    assert not hasattr(t2ir1, "PWNED")
+
+
+def test_a_directory_that_is_no_distributed_checkpoint_is_a_clear_error(tmp_path):
+    from t2ir1.export import policy_state_from_checkpoint
+
+    with pytest.raises(ExportError, match=r"not a distributed checkpoint \(no .metadata\)"):
+        policy_state_from_checkpoint(tmp_path)

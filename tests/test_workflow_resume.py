@@ -46,6 +46,12 @@ def test_preempted_and_resumed_run_matches_uninterrupted(tmp_path):
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
     assert last.is_file(), "SIGTERM did not leave a last.ckpt"
     assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")], "a temporary checkpoint was left behind"
+    # the frozen reference is rebuilt from the base weights on resume, never stored
+    import torch
+
+    saved = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    assert any(k.startswith("policy.") for k in saved)
+    assert not any(k.startswith("reference.") for k in saved)
     cut = read_metrics(tmp_path / "cut" / "metrics.csv")
     assert sorted(cut) == [0, 1], "training went on past the SIGTERM step"
 

@@ -102,18 +102,37 @@ def group_normalized(
     return centered.reshape(-1)  # [B*G]
 
 
-def group_stats(rewards: Tensor, group_size: int) -> dict[str, Tensor]:
+def group_stats(rewards: Tensor, group_size: int, valid: Tensor | None = None) -> dict[str, Tensor]:
     """Detached scalar statistics of the reward groups, for logging.
 
+    With ``valid`` (``[B*G]`` bool), only valid samples count: their rewards may be NaN
+    elsewhere, and a group with fewer than two valid samples counts as zero-std (its
+    advantages are all 0, as ``group_normalized`` gives them).
+
     Returns:
-        ``reward_std_mean``: mean over groups of the unbiased within-group std.
+        ``reward_std_mean``: mean over groups of the unbiased within-group std (NaN-free
+        groups with two or more valid samples only).
         ``zero_std_frac``: fraction of groups whose rewards are all equal; those groups
         get zero advantages and carry only the KL term (REFERENCE §5b, ``adv/zero_std_frac``).
     """
     with torch.no_grad():
-        grouped = _grouped(rewards.detach(), group_size)  # [B, G]
-        constant = grouped.amax(dim=1) == grouped.amin(dim=1)  # [B]
+        rewards = rewards.detach()
+        keep = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid.to(rewards.device).bool()
+        if keep.shape != rewards.shape:
+            raise ValueError(f"valid has shape {tuple(keep.shape)}; expected {tuple(rewards.shape)} like rewards")
+        filled = torch.where(keep, rewards, torch.zeros_like(rewards))
+        grouped = _grouped(filled, group_size)  # [B, G]
+        weights = keep.view_as(grouped).to(grouped.dtype)  # [B, G]
+        count = weights.sum(dim=1)  # [B]
+        big = torch.finfo(grouped.dtype).max
+        high = torch.where(weights > 0, grouped, torch.full_like(grouped, -big)).amax(dim=1)  # [B]
+        low = torch.where(weights > 0, grouped, torch.full_like(grouped, big)).amin(dim=1)  # [B]
+        constant = (count < 2) | (high == low)  # [B]
+        mean = (grouped * weights).sum(dim=1) / count.clamp(min=1.0)  # [B]
+        variance = ((grouped - mean[:, None]).square() * weights).sum(dim=1) / (count - 1.0).clamp(min=1.0)
+        scored = count >= 2
+        std_mean = variance.sqrt()[scored].mean() if scored.any() else torch.tensor(float("nan"))
         return {
-            "reward_std_mean": grouped.std(dim=1, unbiased=True).mean().float(),
+            "reward_std_mean": std_mean.float(),
             "zero_std_frac": constant.float().mean(),
         }

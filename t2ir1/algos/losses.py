@@ -8,6 +8,7 @@ no config, no ``torch.distributed``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -18,15 +19,41 @@ def _token_mean(per_token: Tensor, mask: Tensor) -> Tensor:
     return (per_token * mask).sum() / mask.sum()
 
 
-def _sequence_mean(per_token: Tensor, mask: Tensor) -> Tensor:
-    """Mean over rows of each row's masked mean (DeepSeekMath GRPO); empty rows count as 0."""
+@dataclass(frozen=True)
+class Aggregation:
+    """How per-token losses become one scalar: ``total(per_token, mask) / normaliser``.
+
+    ``total`` is a sum over rows (so that totals of several batches add up) and ``count`` is
+    the normaliser of one batch; the normaliser of several batches (ranks, gradient-accumulation
+    micro-batches) is the sum of their counts, which makes the loss of their union one
+    aggregation over all their rows.
+    """
+
+    name: str
+    total: Callable[[Tensor, Tensor], Tensor]  # (per_token [N, T], mask [N, T]) -> scalar
+    count: Callable[[Tensor, int | None], Tensor]  # (mask [N, T], max_tokens_per_row) -> scalar
+
+
+def _masked_sum(per_token: Tensor, mask: Tensor) -> Tensor:
+    return (per_token * mask).sum()
+
+
+def _row_mean_sum(per_token: Tensor, mask: Tensor) -> Tensor:
+    """Sum over rows of each row's masked mean; empty rows count as 0 (DeepSeekMath GRPO)."""
     row_sums = (per_token * mask).sum(dim=1)  # [N]
-    row_lengths = mask.sum(dim=1).clamp(min=1.0)  # [N]
-    return (row_sums / row_lengths).mean()
+    return (row_sums / mask.sum(dim=1).clamp(min=1.0)).sum()
 
 
-def _dr_grpo(per_token: Tensor, mask: Tensor, max_tokens_per_row: int | None = None) -> Tensor:
-    """Masked sum divided by the constant ``N * max_tokens_per_row`` (Dr. GRPO, arXiv 2503.20783).
+def _token_count(mask: Tensor, max_tokens_per_row: int | None) -> Tensor:
+    return mask.sum()
+
+
+def _row_count(mask: Tensor, max_tokens_per_row: int | None) -> Tensor:
+    return torch.tensor(float(mask.shape[0]), device=mask.device)
+
+
+def _constant_count(mask: Tensor, max_tokens_per_row: int | None) -> Tensor:
+    """``N * max_tokens_per_row`` (Dr. GRPO, arXiv 2503.20783).
 
     ``max_tokens_per_row`` is the most tokens a row can hold (the sum of the trained levels'
     maximum lengths: ``max_new_tokens`` and/or ``num_image_tokens``), not this batch's padded
@@ -42,23 +69,31 @@ def _dr_grpo(per_token: Tensor, mask: Tensor, max_tokens_per_row: int | None = N
             f"max_tokens_per_row={max_tokens_per_row} is smaller than the batch width {mask.shape[1]}; "
             "it must be the maximum completion length of the trained levels"
         )
-    return (per_token * mask).sum() / (mask.shape[0] * max_tokens_per_row)
+    return torch.tensor(float(mask.shape[0] * max_tokens_per_row), device=mask.device)
 
 
-def _token_mean_agg(per_token: Tensor, mask: Tensor, max_tokens_per_row: int | None = None) -> Tensor:
-    return _token_mean(per_token, mask)
-
-
-def _sequence_mean_agg(per_token: Tensor, mask: Tensor, max_tokens_per_row: int | None = None) -> Tensor:
-    return _sequence_mean(per_token, mask)
-
-
-# How per-token losses become one scalar; chosen by name from the algo config.
-AGGREGATIONS: dict[str, Callable[..., Tensor]] = {
-    "token_mean": _token_mean_agg,
-    "sequence_mean": _sequence_mean_agg,
-    "dr_grpo": _dr_grpo,
+# Chosen by name from the algo config; each aggregation knows its own normaliser.
+AGGREGATIONS: dict[str, Aggregation] = {
+    # T2I-R1: one masked mean over every real token (text + image) of the batch.
+    "token_mean": Aggregation("token_mean", _masked_sum, _token_count),
+    # DeepSeekMath GRPO: mean over rows of each row's masked mean.
+    "sequence_mean": Aggregation("sequence_mean", _row_mean_sum, _row_count),
+    # Dr. GRPO: masked sum over a constant, rows x the maximum row length.
+    "dr_grpo": Aggregation("dr_grpo", _masked_sum, _constant_count),
 }
+
+
+def loss_normalizer(aggregation: str, mask: Tensor, max_tokens_per_row: int | None = None) -> Tensor:
+    """The normaliser ``aggregation`` divides one batch's total by (float32 scalar).
+
+    ``token_mean``: real tokens ``sum(mask)``; ``sequence_mean``: rows ``N``; ``dr_grpo``:
+    ``N * max_tokens_per_row``. Summed over ranks and micro-batches it is the normaliser of
+    their union (what ``bicot_grpo_loss(..., normalizer=)`` takes for a global token mean).
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation {aggregation!r} is unknown; choose one of {', '.join(AGGREGATIONS)}")
+    return AGGREGATIONS[aggregation].count(mask.detach().float(), max_tokens_per_row).float()
+
 
 # Log-ratios are clamped to [-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP] before ``exp``: an off-policy
 # ratio (num_iterations > 1, or a stale rollout) or a far-off reference can otherwise overflow
@@ -91,6 +126,7 @@ def bicot_grpo_loss(
     clip_eps_high: float = 0.2,
     aggregation: str = "token_mean",
     max_tokens_per_row: int | None = None,
+    normalizer: Tensor | float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """BiCoT-GRPO loss over text + image tokens, with detached diagnostics.
 
@@ -125,6 +161,11 @@ def bicot_grpo_loss(
         max_tokens_per_row: Dr. GRPO's constant row length, the sum of the trained levels'
             maximum lengths (``max_new_tokens`` and/or ``num_image_tokens``); required for
             ``dr_grpo``, ignored otherwise.
+        normalizer: what the aggregated total is divided by; None = this batch's own
+            normaliser (``loss_normalizer(aggregation, mask, max_tokens_per_row)``). Pass the
+            sum of the normalisers of every rank and micro-batch of an optimiser step (times
+            the number of them, which gradient averaging divides by again) for a loss whose
+            gradient does not depend on how the step's rows were split (verl's ``agg_loss``).
 
     Log-ratios (``logp - old_logp`` and ``ref_logp - logp``) are clamped to
     ``±LOG_RATIO_CLAMP`` before ``exp`` so that off-policy ratios cannot overflow.
@@ -133,7 +174,8 @@ def bicot_grpo_loss(
         ``(loss, diagnostics)``: scalar loss, and detached float32 scalars ``kl`` (masked mean
         of the k3 KL), ``clip_frac`` (fraction of real tokens whose gradient the clip removed),
         ``ratio_mean`` (masked mean ratio), ``adv_std`` (population std of ``advantages``) and
-        ``pg_loss`` (the aggregated ``-surrogate`` alone).
+        ``pg_loss`` (the aggregated ``-surrogate`` alone, same normaliser) and
+        ``normalizer`` (this batch's own normaliser, whatever ``normalizer`` was passed).
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation {aggregation!r} is unknown; choose one of {', '.join(AGGREGATIONS)}")
@@ -163,7 +205,9 @@ def bicot_grpo_loss(
         per_token = -surrogate
 
     aggregate = AGGREGATIONS[aggregation]
-    loss = aggregate(per_token, weights, max_tokens_per_row)
+    own_normalizer = aggregate.count(weights, max_tokens_per_row).float()
+    divisor = own_normalizer if normalizer is None else normalizer
+    loss = aggregate.total(per_token, weights) / divisor
 
     with torch.no_grad():
         # Clipping removes the gradient only where the clipped branch wins the min.
@@ -173,6 +217,7 @@ def bicot_grpo_loss(
             "clip_frac": _token_mean(clipped.float(), weights),
             "ratio_mean": _token_mean(ratio, weights).detach(),
             "adv_std": advantages.detach().float().std(unbiased=False),
-            "pg_loss": aggregate(-surrogate, weights, max_tokens_per_row).detach(),
+            "pg_loss": (aggregate.total(-surrogate, weights) / divisor).detach(),
+            "normalizer": own_normalizer.detach(),
         }
     return loss, diagnostics

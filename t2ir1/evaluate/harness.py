@@ -74,7 +74,12 @@ def model_tag(cfg: DictConfig) -> str:
 def output_dir(cfg: DictConfig, benchmark_name: str) -> Path:
     if cfg.get("out_dir"):
         return Path(cfg.out_dir).expanduser()
-    run_name = cfg.get("run_name") or f"{model_tag(cfg)}-{'cot' if cfg.use_cot else 'nocot'}"
+    model = model_tag(cfg)
+    if cfg.get("ckpt_path"):
+        # trained weights get their own folder: never the base model's cached images
+        checkpoint = Path(str(cfg.ckpt_path)).expanduser().resolve()
+        model += f"@{checkpoint.stem}-{hashlib.sha256(str(checkpoint).encode()).hexdigest()[:8]}"
+    run_name = cfg.get("run_name") or f"{model}-{'cot' if cfg.use_cot else 'nocot'}"
     return Path(cfg.out_root).expanduser() / benchmark_name / run_name
 
 
@@ -137,6 +142,11 @@ def generate_missing(
     factory = instantiate(cfg.model)
     # model configs are partials (the training module builds them in configure_model)
     policy = factory() if isinstance(factory, functools.partial) else factory
+    if cfg.get("ckpt_path"):
+        from t2ir1.export import load_policy_weights
+
+        # a training checkpoint: a file, or the folder of a sharded (trainer=fsdp) run
+        load_policy_weights(policy, cfg.ckpt_path)
     policy = policy.to(device or resolve_device(cfg.device))
     # null settings come from the model's run card (what it was trained with), else the paper's
     settings = run_card.generation_settings(generation_settings(cfg, overrides), policy, cfg.get("ckpt_path"))

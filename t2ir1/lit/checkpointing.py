@@ -43,6 +43,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader
 
+from t2ir1.data.repeat import repeat_chunks
+
 log = logging.getLogger(__name__)
 
 # Key of the RNG states inside a Lightning checkpoint dict.
@@ -234,18 +236,35 @@ class ResumableDataLoader(DataLoader):
 
     Skipped batches are fetched and dropped (cheap for prompt records). Under DDP the
     ``DistributedSampler`` fixes the order from its seed and epoch; the skip still applies.
+
+    With ``repeats > 1`` every run of ``chunk`` batches is served ``repeats`` times in a row
+    (``t2ir1.data.repeat.repeat_chunks``: one rollout, several updates); ``len`` and the
+    served count are those of the repeated stream, so resume stays exact.
+
+    Args:
+        repeats: servings of every batch (``algo.num_iterations``).
+        chunk: batches repeated together (``trainer.accumulate_grad_batches``: the
+            micro-batches of one optimiser step).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, repeats: int = 1, chunk: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
+        if repeats < 1 or chunk < 1:
+            raise ValueError(
+                f"ResumableDataLoader needs repeats >= 1 (algo.num_iterations) and chunk >= 1 "
+                f"(trainer.accumulate_grad_batches); got repeats={repeats}, chunk={chunk}"
+            )
+        self.repeats = repeats
+        self.chunk = chunk
         self._epoch_start_state: torch.Tensor | None = None
         self._served = 0
         self._to_skip = 0
 
     @classmethod
-    def like(cls, loader: DataLoader) -> ResumableDataLoader:
-        """A resumable copy of a map-style ``loader`` (same dataset, sampler, collate, workers)."""
-        if isinstance(loader, cls):
+    def like(cls, loader: DataLoader, repeats: int = 1, chunk: int = 1) -> ResumableDataLoader:
+        """A resumable copy of a map-style ``loader`` (same dataset, sampler, collate, workers)
+        serving every run of ``chunk`` batches ``repeats`` times."""
+        if isinstance(loader, cls) and (loader.repeats, loader.chunk) == (repeats, chunk):
             return loader
         # Rebuild from sampler + batch_size (not the batch sampler object), so that Lightning,
         # which re-creates the loader from its init arguments to inject a DistributedSampler,
@@ -267,7 +286,12 @@ class ResumableDataLoader(DataLoader):
             generator=loader.generator,
             prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
             persistent_workers=loader.persistent_workers,
+            repeats=repeats,
+            chunk=chunk,
         )
+
+    def __len__(self) -> int:
+        return super().__len__() * self.repeats
 
     def _shuffle_generator(self) -> torch.Generator | None:
         sampler = getattr(self.batch_sampler, "sampler", self.sampler)
@@ -278,7 +302,10 @@ class ResumableDataLoader(DataLoader):
         self._epoch_start_state = generator.get_state().clone() if generator is not None else None
         skip, self._to_skip = self._to_skip, 0
         self._served = 0
-        return self._serve(super().__iter__(), skip)
+        batches = super().__iter__()
+        if self.repeats > 1:
+            batches = repeat_chunks(batches, self.chunk, self.repeats)
+        return self._serve(batches, skip)
 
     def _serve(self, iterator: Iterator, skip: int) -> Iterator:
         for index, batch in enumerate(iterator):
@@ -314,11 +341,18 @@ class ResumableData(L.LightningDataModule):
     """Wrap a datamodule so that its training loader is a :class:`ResumableDataLoader`.
 
     Every other hook and attribute is the wrapped datamodule's.
+
+    Args:
+        datamodule: the wrapped datamodule.
+        repeats: servings of every training batch (``algo.num_iterations``); the batches of
+            one optimiser step (``trainer.accumulate_grad_batches``, read from the trainer)
+            are repeated together.
     """
 
-    def __init__(self, datamodule: L.LightningDataModule):
+    def __init__(self, datamodule: L.LightningDataModule, repeats: int = 1):
         super().__init__()
         self.inner = datamodule
+        self.repeats = repeats
         # batch hooks: Lightning calls a datamodule's only where it overrides them, so forward only those
         for hook in _BATCH_HOOKS:
             if is_overridden(hook, datamodule, L.LightningDataModule):
@@ -335,7 +369,16 @@ class ResumableData(L.LightningDataModule):
 
     def train_dataloader(self):
         loader = self.inner.train_dataloader()
-        return ResumableDataLoader.like(loader) if isinstance(loader, DataLoader) else loader
+        if not isinstance(loader, DataLoader):
+            if self.repeats > 1:
+                raise TypeError(
+                    f"algo.num_iterations={self.repeats} repeats training batches, which needs a map-style "
+                    f"DataLoader from the datamodule; {type(self.inner).__name__}.train_dataloader() returned "
+                    f"{type(loader).__name__}"
+                )
+            return loader
+        chunk = max(1, self.trainer.accumulate_grad_batches) if self.trainer is not None else 1
+        return ResumableDataLoader.like(loader, repeats=self.repeats, chunk=chunk)
 
     def val_dataloader(self):
         return self.inner.val_dataloader()

@@ -28,11 +28,13 @@ from t2ir1.rewards.base import RewardOutput
 from t2ir1.rewards.overlap import scorer_for
 from t2ir1.rollout.engine import Generation, GenerationEngine, SamplingOptions
 from t2ir1.rollout.sampling import prompt_seed  # noqa: F401  (re-exported: saved code imports it from here)
-from t2ir1.scale.metrics import aggregation_weight, nanmean_with_count, pooled_std, weighted_means
+from t2ir1.scale.metrics import nanmean_with_count, pooled_std, weighted_means
+from t2ir1.scale.normalizer import gradient_correction, scale_gradients
 
 log = logging.getLogger(__name__)
 
 LEVELS = ("semantic", "token")
+TOKEN_NORMALIZERS = ("global", "local")
 
 
 @dataclass
@@ -47,6 +49,7 @@ class GRPOSettings:
     clip_eps_low: float = 0.2
     clip_eps_high: float = 0.2
     loss_aggregation: str = "token_mean"
+    token_normalizer: str = "global"
     adv_eps: float = 1e-4
     adv_scale: bool = True
     max_new_tokens: int = 1024
@@ -79,6 +82,11 @@ class GRPOSettings:
             )
         if self.num_iterations < 1:
             raise ValueError(f"algo.num_iterations must be >= 1, got {self.num_iterations}")
+        if self.token_normalizer not in TOKEN_NORMALIZERS:
+            raise ValueError(
+                f"algo.token_normalizer={self.token_normalizer!r} is unknown; use global (the normaliser of the "
+                "whole optimiser step over ranks and micro-batches) or local (each rank's micro-batch, the original)"
+            )
 
     def sampling_options(self, rollout: dict | None = None) -> SamplingOptions:
         """The engine's options: this algorithm's sampling settings + the ``rollout`` node's
@@ -136,11 +144,34 @@ class Rollout:
         return self.generation if self.generation.has_cot else None
 
 
+def _clock() -> float:
+    """Seconds of a monotonic clock, read once queued CUDA work has finished (kernels run
+    asynchronously: without the synchronisation a phase's time lands in a later phase)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 @contextmanager
 def _timed(timings: dict[str, float], key: str):
-    start = time.perf_counter()
+    start = _clock()
     yield
-    timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
+    timings[key] = timings.get(key, 0.0) + _clock() - start
+
+
+REFERENCE_PREFIX = "reference."
+
+
+def _drop_reference_state(module, state_dict, prefix, local_metadata) -> None:
+    """``state_dict`` post-hook: no ``reference.*`` tensors (the frozen copy of the base model)."""
+    for key in [k for k in state_dict if k.startswith(prefix + REFERENCE_PREFIX)]:
+        del state_dict[key]
+
+
+def _reference_not_missing(module, incompatible_keys) -> None:
+    """``load_state_dict`` post-hook: a checkpoint without the reference is complete."""
+    missing = incompatible_keys.missing_keys
+    missing[:] = [key for key in missing if not key.startswith(REFERENCE_PREFIX)]
 
 
 class BiCoTGRPOModule(L.LightningModule):
@@ -176,10 +207,19 @@ class BiCoTGRPOModule(L.LightningModule):
         # the generation engine's options (checked here, before any model loads)
         self.sampling = settings.sampling_options(rollout)
         self.engine: GenerationEngine | None = None
-        self._rollout_buffer: dict[int, Rollout] = {}
+        # rollouts of batches whose repeats are still to come (num_iterations > 1), by batch identity
+        self._pending_rollouts: dict[object, Rollout] = {}
         self._reward_ready = False
         self.last_rollout: Rollout | None = None
-        self._micro_step = 0
+        # loss normalisers of this optimiser step's micro-batches (token_normalizer=global)
+        self._step_normalizer: torch.Tensor | None = None
+        # phase times of the micro-batch in flight, and the clocks its hooks started
+        self._step_timings: dict[str, float] = {}
+        self._clocks: dict[str, float] = {}
+        # the frozen reference is the base model: checkpoints leave it out, and a resumed run
+        # keeps the one configure_model rebuilt from the base weights
+        self.register_state_dict_post_hook(_drop_reference_state)
+        self.register_load_state_dict_post_hook(_reference_not_missing)
 
     # ------------------------------------------------------------------ setup
     def configure_model(self) -> None:
@@ -251,8 +291,14 @@ class BiCoTGRPOModule(L.LightningModule):
     @torch.no_grad()
     def advantages(self, rollout: Rollout) -> torch.Tensor:
         scores = rollout.rewards.scores.to(self.device, torch.float32)
+        # unscorable samples (reward.nan_policy=drop) leave the baseline and get advantage 0
+        valid = rollout.rewards.valid
         rollout.advantages = group_normalized(
-            scores, self.settings.samples_per_prompt, eps=self.settings.adv_eps, scale=self.settings.adv_scale
+            scores,
+            self.settings.samples_per_prompt,
+            eps=self.settings.adv_eps,
+            scale=self.settings.adv_scale,
+            valid=None if valid is None else valid.to(self.device),
         )
         return rollout.advantages
 
@@ -323,23 +369,48 @@ class BiCoTGRPOModule(L.LightningModule):
             total += self.policy.num_image_tokens
         return total
 
+    @property
+    def _global_normalizer(self) -> bool:
+        """Normalise by the whole optimiser step's count; only inside a Trainer, whose optimiser
+        step hook completes it (outside one, a batch is its own step: global equals local)."""
+        return self.settings.token_normalizer == "global" and self._trainer is not None
+
     def update(self, rollout: Rollout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with _timed(rollout.timings, "update"):
-            logp, mask = self.sequence_logprobs(rollout, self.policy)
-            loss, diagnostics = bicot_grpo_loss(
-                logp,
-                rollout.old_logp,
-                rollout.ref_logp,
-                rollout.advantages,
-                mask,
-                beta=self.settings.beta,
-                clip_eps_low=self.settings.clip_eps_low,
-                clip_eps_high=self.settings.clip_eps_high,
-                aggregation=self.settings.loss_aggregation,
-                max_tokens_per_row=self.max_tokens_per_row,
-            )
-        # this rank's loss denominator and token count: weights of the cross-rank means logged
-        diagnostics["loss_weight"] = aggregation_weight(self.settings.loss_aggregation, mask)
+        """Policy log-probs and the loss of ``rollout``.
+
+        ``token_normalizer=local`` (the original): the loss is this micro-batch's own aggregate
+        (e.g. its token mean), so the optimiser step averages the per-rank, per-micro-batch means.
+        ``token_normalizer=global``: the loss's gradient is the total divided by a constant
+        (``max_tokens_per_row``); :meth:`on_before_optimizer_step` multiplies the accumulated
+        gradients by ``constant * ranks * micro-batches / (sum of every rank's and micro-batch's
+        normaliser)``, one all-reduce per optimiser step, before clipping. The result is the
+        gradient of the aggregate over the whole step's rows, however they were split. The
+        normaliser of the whole step cannot be known before the first micro-batch's backward
+        (later micro-batches are not sampled yet), hence the correction after the last backward.
+        The loss's *value* is this micro-batch's own aggregate either way (what is logged).
+        """
+        s = self.settings
+        logp, mask = self.sequence_logprobs(rollout, self.policy)
+        constant = float(self.max_tokens_per_row) if self._global_normalizer else None
+        loss, diagnostics = bicot_grpo_loss(
+            logp,
+            rollout.old_logp,
+            rollout.ref_logp,
+            rollout.advantages,
+            mask,
+            beta=s.beta,
+            clip_eps_low=s.clip_eps_low,
+            clip_eps_high=s.clip_eps_high,
+            aggregation=s.loss_aggregation,
+            max_tokens_per_row=self.max_tokens_per_row,
+            normalizer=constant,
+        )
+        own = diagnostics["normalizer"]
+        if constant is not None:
+            self._step_normalizer = own if self._step_normalizer is None else self._step_normalizer + own
+            shown = (loss * constant / own).detach()
+            diagnostics["pg_loss"] = diagnostics["pg_loss"] * constant / own
+            loss = loss - loss.detach() + shown  # value: own aggregate; gradient: total / constant
         diagnostics["tokens"] = mask.detach().float().sum()
         diagnostics.update(self.logp_gaps(rollout, logp))
         return loss, diagnostics
@@ -361,38 +432,112 @@ class BiCoTGRPOModule(L.LightningModule):
         return batch
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # the micro-step seeds every prompt's sampling (prompt_seed): a resumed run needs it
-        checkpoint["t2ir1_module"] = {"micro_step": self._micro_step}
         run_card.add_to_checkpoint(checkpoint, self.settings, self.reasoning_template)  # prompts travel with the weights
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._micro_step = int(checkpoint.get("t2ir1_module", {}).get("micro_step", 0))
-        # a reused rollout (num_iterations > 1) is not saved: resuming mid-cycle samples afresh
-        self._rollout_buffer.clear()
+        # rollouts awaiting repeats are not saved: a run resumed inside a num_iterations cycle
+        # samples the repeated batch afresh (checkpoints at cycle boundaries resume exactly)
+        self._pending_rollouts.clear()
 
-    def _next_rollout(self, batch: list[PromptRecord]) -> tuple[Rollout, bool]:
-        """A fresh rollout, or the buffered one while it is being reused (``num_iterations``)."""
-        accumulate = max(1, self.trainer.accumulate_grad_batches) if self._trainer is not None else 1
-        slot = self._micro_step % accumulate
-        cycle = (self._micro_step // accumulate) % self.settings.num_iterations
-        if cycle == 0 or slot not in self._rollout_buffer:
-            rollout = self.rollout(batch, step=self._micro_step)
+    def _sampling_step(self) -> int:
+        """The step that seeds sampling: the optimiser step, so that a prompt's samples do not
+        depend on the rank or the micro-batch that draws it (0 outside a Trainer)."""
+        return self.trainer.global_step if self._trainer is not None else 0
+
+    def rollout_for(self, batch: list[PromptRecord]) -> tuple[Rollout, bool]:
+        """The rollout of ``batch`` and whether it was sampled now.
+
+        A batch is sampled, scored and given its fixed log-probs on its first serving. The data
+        loader serves each batch ``num_iterations`` times (``t2ir1.data.repeat``: a
+        ``RepeatedBatch`` knows its identity and repeat index); its repeats reuse the rollout
+        kept under the batch's identity, which is dropped after the last repeat.
+        """
+        repeats = self.settings.num_iterations
+        identity, repeat = getattr(batch, "identity", None), getattr(batch, "repeat", None)
+        if repeats > 1 and (identity is None or getattr(batch, "repeats", None) != repeats):
+            raise ValueError(
+                f"algo.num_iterations={repeats} needs the training loader to serve every batch {repeats} times "
+                f"(got a {type(batch).__name__} that is not a RepeatedBatch of {repeats}); train through "
+                "t2ir1.train.run, or wrap the datamodule in t2ir1.lit.checkpointing.ResumableData(dm, repeats=...)"
+            )
+        rollout = self._pending_rollouts.get(identity) if repeat else None
+        fresh = rollout is None
+        if fresh:
+            rollout = self.rollout(batch, step=self._sampling_step())
             self.score(rollout)
             self.advantages(rollout)
             self.prepare(rollout)
-            self._rollout_buffer[slot] = rollout
-            return rollout, True
-        return self._rollout_buffer[slot], False
+        if identity is not None:
+            if repeat + 1 < repeats:
+                self._pending_rollouts[identity] = rollout
+            else:
+                self._pending_rollouts.pop(identity, None)
+        return rollout, fresh
 
     def training_step(self, batch: list[PromptRecord], batch_idx: int) -> torch.Tensor:
-        rollout, fresh = self._next_rollout(batch)
-        loss, diagnostics = self.update(rollout)
-        self._micro_step += 1
+        rollout, fresh = self.rollout_for(batch)
+        if fresh:
+            self._step_timings.update(rollout.timings)
+        with _timed(self._step_timings, "update"):
+            loss, diagnostics = self.update(rollout)
         self.last_rollout = rollout
-        self._log_step(rollout, loss, diagnostics, fresh, batch_size=len(batch))
+        self._log_step(rollout, loss, diagnostics, batch_size=len(batch))
         return loss
 
-    def _log_step(self, rollout: Rollout, loss, diagnostics, fresh: bool, batch_size: int) -> None:
+    # ------------------------------------------------------- step timing, normaliser
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._step_timings = {}
+        self._clocks = {"step": _clock()}
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        self._clocks["backward"] = _clock()
+
+    def on_after_backward(self) -> None:
+        if "backward" in self._clocks:
+            self._step_timings["backward"] = _clock() - self._clocks.pop("backward")
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self._clocks["optimizer"] = _clock()
+        if self._step_normalizer is not None:
+            factor = gradient_correction(
+                self._step_normalizer,
+                constant=float(self.max_tokens_per_row),
+                replicas=self.trainer.world_size * max(1, self.trainer.accumulate_grad_batches),
+                all_reduce_sum=self._all_reduce_sum,
+            )
+            scale_gradients((p for group in optimizer.param_groups for p in group["params"]), factor)
+            self._step_normalizer = None
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # the closure (training_step, backward) runs inside; the optimizer clock starts after it
+        super().optimizer_step(*args, **kwargs)
+        if "optimizer" in self._clocks:
+            self._step_timings["optimizer"] = _clock() - self._clocks.pop("optimizer")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """Log every phase of this micro-batch and its throughput. ``timing/optimizer`` (gradient
+        correction, clipping, the optimiser step) appears on the micro-batch that stepped;
+        ``timing/step`` runs from batch start to here, callbacks' batch-end work included."""
+        now = _clock()
+        if "step" not in self._clocks or self.last_rollout is None:
+            return
+        step_seconds = now - self._clocks.pop("step")
+        self._step_timings["step"] = step_seconds
+        rollout = self.last_rollout
+        images = float(len(rollout.records))
+        image_tokens = float(rollout.image_tokens.numel())
+        rates = {"perf/images_per_s": images / step_seconds, "perf/image_tokens_per_s": image_tokens / step_seconds}
+        if self._step_timings.get("rollout"):
+            rates["perf/rollout_images_per_s"] = images / self._step_timings["rollout"]
+            rates["perf/rollout_image_tokens_per_s"] = image_tokens / self._step_timings["rollout"]
+        log_kw = {"on_step": True, "on_epoch": False, "batch_size": len(batch), "sync_dist": True}
+        for phase, seconds in self._step_timings.items():
+            self.log(f"timing/{phase}", seconds, reduce_fx="max", **log_kw)
+        # throughput of all ranks together: each rank's rate, summed
+        for key, rate in rates.items():
+            self.log(key, rate, reduce_fx="sum", **log_kw)
+
+    def _log_step(self, rollout: Rollout, loss, diagnostics, batch_size: int) -> None:
         """Log this step's metrics as means over every rank's items (``t2ir1.scale.metrics``).
 
         Each rank's value goes with its weight (its loss denominator for the loss, tokens for
@@ -405,15 +550,19 @@ class BiCoTGRPOModule(L.LightningModule):
         groups = rows / self.settings.samples_per_prompt
         tokens = diagnostics["tokens"]
         scores = rollout.rewards.scores.float()
+        valid = rollout.rewards.valid
         advantages = rollout.advantages.detach().float()
-        stats = group_stats(scores, self.settings.samples_per_prompt)
+        stats = group_stats(scores, self.settings.samples_per_prompt, valid=valid)
         pairs: dict[str, tuple] = {
-            "train/loss": (loss.detach(), diagnostics["loss_weight"]),
+            # each rank's loss with its normaliser: the loss of the union of the ranks' rows
+            "train/loss": (loss.detach(), diagnostics["normalizer"]),
             "train/kl": (diagnostics["kl"], tokens),
             "train/clip_frac": (diagnostics["clip_frac"], tokens),
             "train/ratio_mean": (diagnostics["ratio_mean"], tokens),
             "adv/zero_std_frac": (stats["zero_std_frac"], groups),
-            "reward/total": (scores.mean(), rows),
+            # unscorable samples (NaN, reward.nan_policy=drop) are left out, and counted
+            "reward/total": nanmean_with_count(scores),
+            "reward/valid_frac": (1.0 if valid is None else valid.float().mean(), rows),
             # first and second moments: the std over all ranks' rows is pooled from them
             "adv/mean": (advantages.mean(), rows),
             "adv/square_mean": (advantages.pow(2).mean(), rows),
@@ -431,9 +580,6 @@ class BiCoTGRPOModule(L.LightningModule):
             self.log(key, value, prog_bar=key == "reward/total", **log_kw)
         for key in ("rollout/logp_diff", "rollout/text_logp_diff"):
             self.log(key, diagnostics[key], sync_dist=True, **log_kw)
-        if fresh:
-            for phase, seconds in rollout.timings.items():
-                self.log(f"timing/{phase}", seconds, sync_dist=True, reduce_fx="max", **log_kw)
 
     def _all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over ranks (the identity on one process or outside a Trainer)."""

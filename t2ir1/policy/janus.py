@@ -178,7 +178,10 @@ class JanusPolicy(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        """Where the policy computes. The generation head is never sharded or offloaded, so its
+        device is the compute device also under FSDP2 with ``cpu_offload`` (where the sharded
+        ``lm_head`` weights live in CPU memory between uses)."""
+        return next(self.generation_head.parameters()).device
 
     @property
     def pad_id(self) -> int:

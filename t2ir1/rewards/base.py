@@ -19,11 +19,21 @@ from t2ir1.data.records import PromptRecord
 
 @dataclass
 class RewardOutput:
-    """Scores of one member for a batch: ``scores`` is ``[B]`` float32 on CPU."""
+    """Scores of one member (or of the ensemble) for a batch.
+
+    Attributes:
+        name: who scored.
+        scores: ``[B]`` float32 on CPU; NaN where a sample could not be scored.
+        extras: member-specific details (verdicts, per-member scores ...).
+        valid: ``[B]`` bool, False for samples that could not be scored (set by the ensemble
+            under ``nan_policy=drop``; their score is NaN, they take no part in their group's
+            baseline and get advantage 0); ``None`` means every sample was scored.
+    """
 
     name: str
     scores: torch.Tensor
     extras: dict[str, Any] = field(default_factory=dict)
+    valid: torch.Tensor | None = None
 
 
 @runtime_checkable

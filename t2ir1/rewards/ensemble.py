@@ -4,14 +4,16 @@
 for a single member (an ensemble of one), so that ``reward.weights.<name>=0.5``
 works in every configuration and sweeps can vary weights.
 
-NaN policy: a member returns NaN for a sample it could not score.
+NaN policy: a member returns NaN for a sample it could not score; an infinite score is
+treated the same way (it would otherwise dominate its group's baseline).
 
 * ``"error"`` (default) raises, naming the member and the prompt(s);
-* ``"drop"`` leaves that member's term out of that sample's sum. The remaining
-  terms are **not** renormalised (a sample missing one member of four scores at
-  most three), so that its scale stays comparable to the other samples' under the
-  same weights; a sample whose every term is dropped scores 0. ``extras["dropped"]``
-  tells which terms were left out.
+* ``"drop"`` makes the sample unscorable: its ensemble score is NaN and
+  ``RewardOutput.valid`` is False for it, so it takes no part in its group's mean and std
+  and gets advantage 0 (it carries only the KL term; ``algos.advantages.group_normalized``).
+  A sample is unscorable when any member could not score it: a sum missing a term is not
+  comparable with the full sums of its group. ``extras["dropped"]`` tells which member
+  failed on which sample.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class RewardEnsemble:
     """Scores = ``sum_m weights[m] * members[m](records, images).scores``; ``[B]`` float32 on CPU.
 
     ``extras``: ``raw`` and ``weighted`` (member name -> ``[B]``), ``dropped`` (member name ->
-    ``[B]`` bool, NaN terms left out under ``"drop"``) and ``members`` (each member's own extras).
+    ``[B]`` bool, the samples that member could not score) and ``members`` (each member's own
+    extras). ``valid``: ``[B]`` bool, False where any member could not score the sample.
     """
 
     def __init__(
@@ -101,18 +104,23 @@ class RewardEnsemble:
                 raise ValueError(
                     f"RewardEnsemble: member {key!r} returned scores of shape {tuple(scores.shape)}, expected ({batch},)"
                 )
-            is_nan = torch.isnan(scores)  # [B]
-            if is_nan.any() and self.nan_policy == "error":
-                prompts = [records[i].prompt for i in is_nan.nonzero().flatten().tolist()]
+            unscorable = ~torch.isfinite(scores)  # [B] NaN or +-inf
+            if unscorable.any() and self.nan_policy == "error":
+                rows = unscorable.nonzero().flatten().tolist()
+                prompts = [records[i].prompt for i in rows]
+                values = [float(scores[i]) for i in rows]
                 raise ValueError(
-                    f"RewardEnsemble: member {key!r} returned NaN for prompt(s) {prompts}; "
-                    "fix the member or set reward.nan_policy=drop to leave such terms out"
+                    f"RewardEnsemble: member {key!r} returned non-finite scores {values} for prompt(s) {prompts}; "
+                    "fix the member, or set reward.nan_policy=drop to leave such samples out of the baseline "
+                    "(advantage 0)"
                 )
             term = self.weights[key] * scores  # [B]
             raw[key] = scores
             weighted[key] = term
-            dropped[key] = is_nan
-            total += torch.where(is_nan, torch.zeros_like(term), term)
+            dropped[key] = unscorable
+            total += torch.where(unscorable, torch.zeros_like(term), term)
             member_extras[key] = output.extras
+        valid = ~torch.stack(list(dropped.values())).any(dim=0)  # [B]
+        total = torch.where(valid, total, torch.full_like(total, float("nan")))
         extras = {"raw": raw, "weighted": weighted, "dropped": dropped, "members": member_extras}
-        return RewardOutput(self.name, total, extras)
+        return RewardOutput(self.name, total, extras, valid=valid)

@@ -80,7 +80,12 @@ def merge_outputs(outputs: list[RewardOutput]) -> RewardOutput:
         raise ValueError(f"merge_outputs: chunks come from different rewards {sorted(names)}")
     scores = torch.cat([output.scores for output in outputs], dim=0)  # [B]
     extras = merge_values([output.extras for output in outputs], "extras")
-    return RewardOutput(outputs[0].name, scores, extras)
+    valid = None
+    if any(output.valid is not None for output in outputs):  # unscorable samples (nan_policy=drop)
+        valid = torch.cat(
+            [torch.ones_like(o.scores, dtype=torch.bool) if o.valid is None else o.valid for o in outputs]
+        )
+    return RewardOutput(outputs[0].name, scores, extras, valid=valid)
 
 
 class OverlappedScorer:

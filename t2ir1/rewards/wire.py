@@ -177,6 +177,8 @@ def encode_output(output: RewardOutput) -> dict[str, Any]:
         "name": output.name,
         "scores": encode_value(output.scores, "scores"),
         "extras": encode_value(output.extras, "extras"),
+        # False where the sample could not be scored (nan_policy=drop); null = all scored
+        "valid": encode_value(output.valid, "valid"),
     }
 
 
@@ -189,7 +191,10 @@ def decode_output(body: Any, expected_rows: int) -> RewardOutput:
     if not isinstance(scores, torch.Tensor) or scores.shape != (expected_rows,):
         shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
         raise WireError(f"response: scores of shape {shape}, expected ({expected_rows},)")
-    return RewardOutput(str(body["name"]), scores, decode_value(body["extras"], "extras"))
+    valid = decode_value(body.get("valid"), "valid")
+    if valid is not None and (not isinstance(valid, torch.Tensor) or valid.shape != (expected_rows,)):
+        raise WireError(f"response: valid must be a bool tensor of shape ({expected_rows},) or null")
+    return RewardOutput(str(body["name"]), scores, decode_value(body["extras"], "extras"), valid=valid)
 
 
 # ------------------------------------------------------------------- per-request split
@@ -214,8 +219,11 @@ def split_output(output: RewardOutput, sizes: Sequence[int]) -> list[RewardOutpu
     parts, start = [], 0
     for size in sizes:
         stop = start + size
+        valid = None if output.valid is None else output.valid[start:stop]
         parts.append(
-            RewardOutput(output.name, output.scores[start:stop], slice_rows(output.extras, start, stop, batch))
+            RewardOutput(
+                output.name, output.scores[start:stop], slice_rows(output.extras, start, stop, batch), valid=valid
+            )
         )
         start = stop
     return parts

@@ -110,7 +110,9 @@ def _shard_decoder(
     if trained and options.activation_checkpointing:
         _checkpointed(language_model.layers)
     precision = MixedPrecisionPolicy(param_dtype=options.param_dtype, reduce_dtype=options.reduce_dtype)
-    kwargs = {"mesh": mesh, "offload_policy": CPUOffloadPolicy() if options.cpu_offload else OffloadPolicy()}
+    # pinned host memory speeds up copies to a GPU; a CPU mesh (gloo tests) has nothing to pin for
+    offload = CPUOffloadPolicy(pin_memory=mesh.device_type == "cuda") if options.cpu_offload else OffloadPolicy()
+    kwargs = {"mesh": mesh, "offload_policy": offload}
     # a frozen model is never backpropagated through: free its gathered layers at once
     reshard = options.reshard_after_forward if trained else True
     for layer in language_model.layers:

@@ -15,27 +15,6 @@ import torch
 from torch import Tensor
 
 
-def aggregation_weight(aggregation: str, mask: Tensor) -> Tensor:
-    """The denominator of a rank's loss aggregation, so that the weighted mean of rank losses
-    is the loss of the union of the ranks' rows.
-
-    ``token_mean``: real tokens ``mask.sum()``; ``sequence_mean``: rows ``N``; ``dr_grpo``:
-    ``N * T`` (the padded size, as the loss divides by it).
-
-    Args:
-        mask: ``[N, T]`` mask of real tokens.
-    Returns:
-        float32 scalar.
-    """
-    if aggregation == "token_mean":
-        return mask.detach().float().sum()
-    if aggregation == "sequence_mean":
-        return torch.tensor(float(mask.shape[0]), device=mask.device)
-    if aggregation == "dr_grpo":
-        return torch.tensor(float(mask.numel()), device=mask.device)
-    raise ValueError(f"no cross-rank weight is defined for loss aggregation {aggregation!r}")
-
-
 def nanmean_with_count(values: Tensor) -> tuple[Tensor, Tensor]:
     """Mean over the non-NaN entries of ``values [N]`` and their count (0 entries: mean 0)."""
     values = values.detach().float()

@@ -239,18 +239,31 @@ class HeldoutAccuracyCallback(L.Callback):
             handle.writelines(json.dumps(row) + "\n" for row in rows)
         return result["table"]
 
+    @staticmethod
+    def _evaluates(trainer: L.Trainer, pl_module) -> bool:
+        """Whether this rank runs the held-out generation: rank 0 (the policy is identical on every
+        rank), and every rank when the policy is sharded (FSDP): each forward then gathers
+        parameters from all ranks, so rank 0 alone would wait for the others forever."""
+        from t2ir1.scale.fsdp import is_sharded
+
+        return trainer.is_global_zero or is_sharded(pl_module.policy.lm_head)
+
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
-        if trainer.is_global_zero:
-            self.before = self.evaluate(pl_module, "before")
-            self.history = [{"step": trainer.global_step, **self.before}]
-            log.info("held-out accuracy before training (%%):\n%s", format_table(self.before))
+        if not trainer.is_global_zero:
+            if self._evaluates(trainer, pl_module):
+                self.evaluate(pl_module, "before", files=False)
+            return
+        self.before = self.evaluate(pl_module, "before")
+        self.history = [{"step": trainer.global_step, **self.before}]
+        log.info("held-out accuracy before training (%%):\n%s", format_table(self.before))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         rollout = getattr(pl_module, "last_rollout", None)
         if rollout is None or rollout.rewards is None:
             return
         self.steps.append(trainer.global_step)
-        self.rewards.append(float(rollout.rewards.scores.float().mean()))
+        # unscorable samples (reward.nan_policy=drop) are NaN: left out of the mean
+        self.rewards.append(float(rollout.rewards.scores.float().nanmean()))
         member = rollout.rewards.extras.get("members", {}).get("shapeworld", {})
         if "correct" in member:
             self.train_correct.append(float(member["correct"].float().mean()))
@@ -261,8 +274,12 @@ class HeldoutAccuracyCallback(L.Callback):
         unlimited = trainer.max_steps is None or trainer.max_steps < 0
         fresh = not self.history or self.history[-1]["step"] != step
         if due and fresh and (unlimited or step < trainer.max_steps):
-            # the policy is identical on every rank; rank 0 evaluates, every rank logs nothing else
-            if trainer.is_global_zero:
+            # rank 0 evaluates and logs (every rank takes part when the policy is sharded)
+            if not trainer.is_global_zero:
+                if self._evaluates(trainer, pl_module):
+                    self.evaluate(pl_module, f"step{step}", files=False)
+                    self.history.append({"step": step})
+            else:
                 table = self.evaluate(pl_module, f"step{step}", files=False)
                 self.history.append({"step": step, **table})
                 pl_module.log_dict(
@@ -271,6 +288,8 @@ class HeldoutAccuracyCallback(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
         if not trainer.is_global_zero:
+            if self._evaluates(trainer, pl_module):
+                self.evaluate(pl_module, "after", files=False)
             return
         self.after = self.evaluate(pl_module, "after")
         self.history.append({"step": trainer.global_step, **self.after})

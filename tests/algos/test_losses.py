@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from t2ir1.algos.losses import AGGREGATIONS, bicot_grpo_loss
+from t2ir1.algos.losses import AGGREGATIONS, bicot_grpo_loss, loss_normalizer
 
 # Two rows, T = 3; row 0 has 2 real tokens, row 1 has 3: sum(mask) = 5.
 MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
@@ -202,7 +202,7 @@ def test_masked_out_tokens_change_nothing():
 def test_diagnostics_are_detached_scalars():
     logp = _logp(10)
     _, diagnostics = bicot_grpo_loss(logp, None, _logp(11), ADVANTAGES, MASK, beta=0.01)
-    assert set(diagnostics) == {"kl", "clip_frac", "ratio_mean", "adv_std", "pg_loss"}
+    assert set(diagnostics) == {"kl", "clip_frac", "ratio_mean", "adv_std", "pg_loss", "normalizer"}
     for key, value in diagnostics.items():
         assert value.dim() == 0 and not value.requires_grad and value.dtype == torch.float32, key
     # population std of [1, -2] = 1.5
@@ -263,3 +263,41 @@ def test_log_ratios_are_clamped_before_exp():
     assert diagnostics["ratio_mean"].item() == pytest.approx(math.exp(20.0), rel=1e-4)
     loss.backward()
     assert torch.isfinite(logp.grad).all()
+
+
+def test_loss_normalizers_hand_worked():
+    # MASK: rows of 2 and 3 real tokens, width 3. token_mean: 5 tokens; sequence_mean: 2 rows;
+    # dr_grpo: 2 rows x a constant 5 = 10 (never the padded 2 x 3 = 6).
+    assert loss_normalizer("token_mean", MASK).item() == 5.0
+    assert loss_normalizer("sequence_mean", MASK).item() == 2.0
+    assert loss_normalizer("dr_grpo", MASK, max_tokens_per_row=5).item() == 10.0
+    with pytest.raises(ValueError, match="unknown_agg"):
+        loss_normalizer("unknown_agg", MASK)
+
+
+@pytest.mark.parametrize("aggregation", sorted(AGGREGATIONS))
+def test_a_shared_normaliser_makes_split_batches_equal_to_their_union(aggregation):
+    # Rows 0 and 1 as two micro-batches (or ranks) of one row each: with each part divided by
+    # the union's normaliser, the sum of the parts' losses and gradients is the union's
+    # (with own normalisers it is not for token_mean: row 0 has 2 tokens, row 1 has 3).
+    logp = _logp(3)
+    ref = _logp(4).detach()
+    union, _ = bicot_grpo_loss(logp, None, ref, ADVANTAGES, MASK, beta=0.1, aggregation=aggregation, max_tokens_per_row=5)
+    (union_grad,) = torch.autograd.grad(union, logp)
+    total = loss_normalizer(aggregation, MASK, 5)
+    parts = [
+        bicot_grpo_loss(
+            logp[i : i + 1], None, ref[i : i + 1], ADVANTAGES[i : i + 1], MASK[i : i + 1], beta=0.1,
+            aggregation=aggregation, max_tokens_per_row=5, normalizer=total,
+        )[0]
+        for i in (0, 1)
+    ]
+    (split_grad,) = torch.autograd.grad(parts[0] + parts[1], logp)
+    assert (parts[0] + parts[1]).item() == pytest.approx(union.item(), rel=1e-6)
+    torch.testing.assert_close(split_grad, union_grad)
+    if aggregation == "token_mean":
+        own = [
+            bicot_grpo_loss(logp[i : i + 1], None, ref[i : i + 1], ADVANTAGES[i : i + 1], MASK[i : i + 1], beta=0.1)[0]
+            for i in (0, 1)
+        ]
+        assert (own[0] + own[1]).item() / 2 != pytest.approx(union.item(), rel=1e-3)

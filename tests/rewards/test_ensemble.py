@@ -66,24 +66,47 @@ def test_nan_policy_error_names_prompt_and_member():
         {"a": FixedReward("a", [0.5, float("nan"), 0.0]), "b": FixedReward("b", [0.1, 0.1, 0.1])},
         {"a": 1.0, "b": 1.0},
     )
-    with pytest.raises(ValueError, match=r"member 'a' returned NaN for prompt\(s\) \['prompt 1'\]"):
+    with pytest.raises(ValueError, match=r"member 'a' returned non-finite scores \[nan\] for prompt\(s\) \['prompt 1'\]"):
         ensemble(RECORDS, IMAGES)
 
 
-def test_nan_policy_drop_leaves_term_out_without_renormalising():
+def test_nan_policy_error_treats_infinite_scores_as_unscorable():
+    ensemble = RewardEnsemble(
+        {"a": FixedReward("a", [0.5, 0.5, 0.0]), "b": FixedReward("b", [0.1, float("inf"), 0.1])},
+        {"a": 1.0, "b": 1.0},
+    )
+    with pytest.raises(ValueError, match=r"member 'b' returned non-finite scores \[inf\] for prompt\(s\) \['prompt 1'\]"):
+        ensemble(RECORDS, IMAGES)
+
+
+def test_nan_policy_drop_marks_unscorable_samples_invalid():
     ensemble = RewardEnsemble(
         {
             "a": FixedReward("a", [0.5, float("nan"), float("nan")]),
-            "b": FixedReward("b", [0.1, 0.1, float("nan")]),
+            "b": FixedReward("b", [0.1, float("-inf"), float("nan")]),
         },
         {"a": 1.0, "b": 2.0},
         nan_policy="drop",
     )
     out = ensemble(RECORDS, IMAGES)
-    # row 0: 0.5 + 0.2; row 1: a dropped -> 0.2 (not renormalised to 0.3); row 2: all dropped -> 0
-    assert out.scores.tolist() == pytest.approx([0.7, 0.2, 0.0])
+    # row 0: 0.5 + 2 * 0.1 = 0.7, scored; rows 1 (a NaN, b -inf) and 2 (both NaN): unscorable,
+    # NaN and invalid (a partial sum would not be comparable with its group's full sums)
+    assert out.valid.tolist() == [True, False, False]
+    assert out.scores[0].item() == pytest.approx(0.7)
+    assert torch.isnan(out.scores[1:]).all()
     assert out.extras["dropped"]["a"].tolist() == [False, True, True]
-    assert not torch.isnan(out.scores).any()
+    assert out.extras["dropped"]["b"].tolist() == [False, True, True]
+
+
+def test_nan_policy_drop_with_one_missing_term_invalidates_only_that_sample():
+    ensemble = RewardEnsemble(
+        {"a": FixedReward("a", [0.5, float("nan"), 0.25]), "b": FixedReward("b", [0.1, 0.1, 0.1])},
+        {"a": 1.0, "b": 1.0},
+        nan_policy="drop",
+    )
+    out = ensemble(RECORDS, IMAGES)
+    assert out.valid.tolist() == [True, False, True]
+    assert out.scores[[0, 2]].tolist() == pytest.approx([0.6, 0.35])
 
 
 def test_color_config_instantiates_and_weights_override():

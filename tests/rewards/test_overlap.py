@@ -131,3 +131,22 @@ def test_engine_chunks_scored_while_generating_equal_sequential_scoring(tiny_pol
     sequential = reward(row_records, generation.images)
     assert torch.equal(overlapped.scores, sequential.scores)
     assert torch.equal(overlapped.extras["raw"]["color"], sequential.extras["raw"]["color"])
+
+
+def test_merged_and_wired_outputs_keep_the_validity_mask():
+    """Unscorable samples (nan_policy=drop) stay marked through chunk merging, the reward
+    server's wire format and the per-request split; without the mask their NaN scores would
+    reach the advantages as an error instead of advantage 0."""
+    from t2ir1.rewards.wire import decode_output, encode_output, split_output
+
+    nan = float("nan")
+    chunks = [
+        RewardOutput("e", torch.tensor([0.5, nan]), {}, valid=torch.tensor([True, False])),
+        RewardOutput("e", torch.tensor([0.25]), {}),  # every sample scored
+    ]
+    merged = merge_outputs(chunks)
+    assert merged.valid.tolist() == [True, False, True]
+    assert merge_outputs([chunks[1], chunks[1]]).valid is None
+    wired = decode_output(encode_output(merged), expected_rows=3)
+    assert wired.valid.tolist() == [True, False, True]
+    assert [part.valid.tolist() for part in split_output(wired, [1, 2])] == [[True], [False, True]]

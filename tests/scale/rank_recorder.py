@@ -66,5 +66,7 @@ class RankRecorder(L.Callback):
                 "checksum": checksum,
                 "grids_written": sum(grids),
                 "strategy": type(trainer.strategy).__name__,
+                "policy_device": str(pl_module.policy.device),
+                "module_device": str(pl_module.device),
             },
         )

@@ -12,7 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from t2ir1.scale.fsdp import FSDP2Strategy
-from t2ir1.scale.metrics import aggregation_weight, nanmean_with_count, pooled_std, weighted_means
+from t2ir1.scale.metrics import nanmean_with_count, pooled_std, weighted_means
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -63,15 +63,6 @@ def test_pooled_std_equals_std_of_the_union():
         float(union.std()), rel=1e-5
     )
     assert math.isnan(float(pooled_std(torch.tensor(1.0), torch.tensor(1.0), torch.tensor(1.0))))
-
-
-def test_aggregation_weights_are_the_loss_denominators():
-    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
-    assert float(aggregation_weight("token_mean", mask)) == 3.0
-    assert float(aggregation_weight("sequence_mean", mask)) == 2.0
-    assert float(aggregation_weight("dr_grpo", mask)) == 6.0
-    with pytest.raises(ValueError, match="unknown_agg"):
-        aggregation_weight("unknown_agg", mask)
 
 
 @pytest.fixture
