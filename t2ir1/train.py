@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from t2ir1.lit.checkpointing import AtomicCheckpointIO, ResumableData
 from t2ir1.lit.loggers import finish_wandb
 from t2ir1.lit.module import BiCoTGRPOModule
+from t2ir1.validation import check_model_node, check_train_config
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ def _checked_ckpt_path(cfg: DictConfig) -> str | None:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train as configured; returns the last logged value of every metric."""
+    # every knob and the model node are checked before anything loads
+    check_train_config(cfg)
+    check_model_node(cfg.model, "train.py model config")
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = _checked_ckpt_path(cfg)
     # the training loader becomes stateful, so a resumed run continues at the same batch
