@@ -50,10 +50,11 @@ def policy_state_from_checkpoint(ckpt_path: str | os.PathLike) -> dict[str, torc
         raise ExportError(f"{path}: no such checkpoint (training writes <output_dir>/checkpoints/last.ckpt)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch's advice (weights_only=False) would run the file's code: not repeated
-        first_line = str(error).splitlines()[0] if str(error) else ""
+    except Exception as error:
+        from t2ir1.policy.janus import describe_load_error
+
         raise ExportError(
-            f"{path} cannot be read as a weights-only training checkpoint ({type(error).__name__}: {first_line}). "
+            f"{path} cannot be read as a weights-only training checkpoint ({describe_load_error(error)}). "
             "It is corrupt, truncated, or holds pickled objects (never unpickled here); use a last.ckpt or "
             "step-numbered file written by a t2ir1 run."
         ) from None

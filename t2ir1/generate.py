@@ -152,6 +152,17 @@ class PromptSourceError(ValueError):
     """``prompts=`` that cannot be read."""
 
 
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise PromptSourceError(
+            f"{path}:{line}: not UTF-8 (byte {error.object[error.start]:#04x} at offset {error.start}); "
+            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+
+
 def read_prompts(spec) -> list[str]:
     """Prompts from a ``.txt`` file (one per line, ``#`` comments), a ``.jsonl`` file (``"prompt"``
     field), a list, or the text of a single prompt. Duplicates are dropped (same seed, same images)."""
@@ -167,7 +178,7 @@ def read_prompts(spec) -> list[str]:
             prompts = [text]
         elif path.suffix == ".jsonl":
             prompts = []
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            for number, line in enumerate(_read_utf8(path).splitlines(), start=1):
                 if not line.strip():
                     continue
                 try:
@@ -176,7 +187,7 @@ def read_prompts(spec) -> list[str]:
                 except (json.JSONDecodeError, KeyError, TypeError) as err:
                     raise PromptSourceError(f"{path}:{number}: expected a JSON object with a \"prompt\" field ({err})") from err
         else:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = _read_utf8(path).splitlines()
             prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     unique = list(dict.fromkeys(p for p in prompts if p))
     if len(unique) < len(prompts):

@@ -153,6 +153,7 @@ TRAINER_RULES = [
     number("optimizer.lr", 0, low_open=True),
     number("optimizer.weight_decay", 0),
     number("seed", integer=True),
+    number("preemption_exit_code", 1, 255, integer=True, note="non-zero, so a scheduler sees an unfinished run"),
 ]
 
 CALLBACK_RULES = [
