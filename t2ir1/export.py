@@ -136,6 +136,8 @@ def export_checkpoint(
 ) -> Path:
     """Write the checkpoint's policy as a transformers Janus directory (model + processor)."""
     ckpt_path, out = Path(ckpt_path).expanduser(), Path(out_dir)
+    if ckpt_path.is_dir():
+        raise ExportError(f"{ckpt_path} is a directory; pass a checkpoint file inside it, e.g. {ckpt_path / 'last.ckpt'}")
     if not ckpt_path.is_file():
         raise ExportError(f"{ckpt_path}: no such checkpoint (training writes <output_dir>/checkpoints/last.ckpt)")
     policy = base_policy(ckpt_path, base, Path(config_path) if config_path else None, trust_remote_code)

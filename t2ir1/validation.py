@@ -387,9 +387,13 @@ def build_policy(node: Any, source: str, remote_code_allowed: bool | None = None
     """Instantiate a checked ``model`` node (see :func:`check_model_node`) into a ``JanusPolicy``."""
     import functools
 
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     container = check_model_node(node, source, remote_code_allowed)
-    factory = instantiate(container)
+    try:
+        factory = instantiate(container)
+    except InstantiationException as error:  # the loader's own message (it names the path) is the useful one
+        raise (error.__cause__ or error) from None
     # model configs are partials (the training module builds them in configure_model)
     return factory() if isinstance(factory, functools.partial) else factory

@@ -90,6 +90,8 @@ class CrashCheckpoint(L.Callback):
         self.filename = filename
         self.saved_path: Path | None = None
         self.removed: list[Path] = []
+        # true while this callback writes the crash checkpoint (on_save_checkpoint then adjusts it)
+        self._saving = False
 
     def checkpoint_dir(self, trainer: L.Trainer) -> Path:
         if self.dirpath is not None:
@@ -107,18 +109,35 @@ class CrashCheckpoint(L.Callback):
         if self.removed:
             log.warning("removed %d temporary checkpoint file(s) left by a killed write in %s", len(self.removed), directory)
 
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if not self._saving:
+            return
+        # the failed batch was started, never completed: record the loop as it stood after the last
+        # completed batch, so that a resumed run counts and labels its steps as an uninterrupted run
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+        if progress:
+            for counters in (progress["total"], progress["current"]):
+                counters["ready"] = counters["started"] = counters["completed"]
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException | KeyboardInterrupt) or not trainer.training:
             return  # preemption and Ctrl-C: PreemptionCheckpoint's job
+        if trainer.global_step == 0:
+            # nothing trained yet, or a failure before a resumed run restored its checkpoint:
+            # saving now would overwrite a good last.ckpt with the untrained weights
+            return
         if trainer.world_size > 1:
             log.error("training failed (%s); no crash checkpoint under %d processes", type(exception).__name__, trainer.world_size)
             return
         path = self.checkpoint_dir(trainer) / self.filename
+        self._saving = True
         try:
             trainer.save_checkpoint(path)
         except Exception as save_error:  # the run's own error must surface, not this one
             log.error("training failed (%s) and %s could not be saved: %s", type(exception).__name__, path, save_error)
             return
+        finally:
+            self._saving = False
         self.saved_path = path
         log.error(
             "training failed at step %d (%s: %s); saved %s. Fix the cause, then resume with ckpt_path=%s",
