@@ -38,7 +38,8 @@ def _time(fn, repeats: int) -> float:
 def rollout_speed(rows: int, repeats: int, spec_kwargs: dict) -> list[tuple[str, float, float]]:
     from t2ir1.policy.janus import JanusPolicy
     from t2ir1.policy.tiny import TinyJanusSpec, tiny_checkpoint
-    from t2ir1.rollout.sampling import prompt_generators, sample_image_tokens
+    from t2ir1.rollout.sampling import prompt_generators
+    from t2ir1.testing.legacy_rollout import sample_image_tokens
 
     cache = os.environ.get("T2IR1_CACHE", os.path.join(tempfile.gettempdir(), "t2ir1-bench"))
     policy = JanusPolicy.from_pretrained(tiny_checkpoint(cache, TinyJanusSpec(**spec_kwargs)), local_files_only=True).eval()

@@ -1,6 +1,6 @@
 """Generation with a (trained) Janus policy: reasoning, then image (REFERENCE §2.1-2.2).
 
-The same two sampling calls as a training rollout (``t2ir1.rollout.sampling``): the
+The same generation engine as a training rollout (``t2ir1.rollout.engine``): the
 semantic-level CoT is sampled from the reasoning prompt, then the image tokens from the
 image prompt (``"{prompt}. {cot}"``) with classifier-free guidance, then decoded by the VQ
 model. ``use_cot=False`` is the no-reasoning baseline (the image prompt is the prompt alone).
@@ -23,7 +23,7 @@ from PIL import Image
 
 from t2ir1.policy.janus import JanusPolicy
 from t2ir1.policy.prompts import SYSTEM_PROMPT, load_reasoning_prompt
-from t2ir1.rollout.sampling import prompt_generators, sample_image_tokens, sample_semantic_cot
+from t2ir1.rollout.sampling import generation_seed
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,15 @@ class Sample:
     sample_index: int = 0
 
 
-def generation_seed(seed: int, prompt: str) -> int:
-    """The sampling seed of ``prompt``: a function of the run seed and the prompt text only."""
-    from t2ir1.lit.module import prompt_seed
+# generation-config keys passed to the engine as they are (beyond the named arguments of generate_samples)
+ENGINE_KEYS = (
+    "text_top_k", "text_top_p", "image_top_k", "image_top_p", "cfg_uncond", "compile", "chunk_rows", "memory_budget_gib",
+)  # fmt: skip
 
-    return prompt_seed(seed, 0, prompt)
+
+def engine_options(generation) -> dict:
+    """The :data:`ENGINE_KEYS` present in a ``generation`` config node (or dict)."""
+    return {key: generation[key] for key in ENGINE_KEYS if key in generation}
 
 
 def _validate(prompts: Sequence[str], n_per_prompt: int, batch_size: int, max_new_tokens: int, use_cot: bool) -> None:
@@ -81,8 +85,13 @@ def generate_samples(
     seed: int = 0,
     decode_micro_batch_size: int = 16,
     on_batch: Callable[[list[Sample]], None] | None = None,
+    seeds: Sequence[int] | None = None,
+    **options,
 ) -> list[Sample]:
     """Generate ``n_per_prompt`` images for every prompt (reasoning first unless ``use_cot`` is false).
+
+    Every image comes from the generation engine (:mod:`t2ir1.rollout.engine`), the same
+    path as a training rollout: equal seeds and settings give equal samples.
 
     Args:
         policy: the Janus policy (its device is used for everything).
@@ -95,44 +104,59 @@ def generate_samples(
         max_new_tokens: longest CoT in tokens.
         reasoning_template: ``"default"``, a template text with one ``{}``, or a path to one.
         system_prompt: the system line of the semantic prompt.
-        batch_size: prompts per forward pass (each expands to ``n_per_prompt`` rows).
+        batch_size: prompts per engine call (each expands to ``n_per_prompt`` rows).
         seed: run seed; prompt ``p`` samples with ``generation_seed(seed, p)``.
         decode_micro_batch_size: images per VQ-decoder call.
         on_batch: called with each batch's samples as soon as they exist (progress, writing).
+        seeds: explicit sampling seeds, one per prompt (overrides ``seed``).
+        options: further :class:`~t2ir1.rollout.engine.SamplingOptions` (``text_top_k``,
+            ``image_top_p``, ``cfg_uncond``, ``compile``, ``chunk_rows`` ...).
     Returns:
         ``B * n_per_prompt`` samples, prompt-major (``n_per_prompt`` consecutive per prompt).
     """
+    from t2ir1.rollout.engine import GenerationEngine, SamplingOptions
+
     prompts = list(prompts) if not isinstance(prompts, str) else prompts
     _validate(prompts, n_per_prompt, batch_size, max_new_tokens, use_cot)
-    template = load_reasoning_prompt(reasoning_template)
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: pass one seed per prompt")
+    seeds = list(seeds) if seeds is not None else [generation_seed(seed, p) for p in prompts]
+    template = load_reasoning_prompt(reasoning_template) if use_cot else None
+    engine = GenerationEngine(
+        policy,
+        SamplingOptions(
+            max_new_tokens=max_new_tokens,
+            text_temperature=text_temperature,
+            image_temperature=image_temperature,
+            cfg_weight=cfg_weight,
+            decode_micro_batch_size=decode_micro_batch_size,
+            **options,
+        ),
+    )
     was_training = policy.training
     policy.eval()
     samples: list[Sample] = []
     try:
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
-            generators = prompt_generators([generation_seed(seed, p) for p in batch], device=policy.device)
-            if use_cot:
-                ids, mask = policy.encode_semantic_prompts(batch, template, system_prompt)
-                semantic = sample_semantic_cot(policy, ids, mask, n_per_prompt, max_new_tokens, text_temperature, generators)
-                cots: list[str | None] = list(semantic.texts)  # [B*n], prompt-major
-            else:
-                cots = [None] * (len(batch) * n_per_prompt)
-            row_prompts = [p for p in batch for _ in range(n_per_prompt)]
-            img_ids, img_mask = policy.encode_image_prompts(row_prompts, cots)  # [B*n, P]
-            image_tokens = sample_image_tokens(policy, img_ids, img_mask, cfg_weight, image_temperature, generators)
-            pixels = policy.decode_images(image_tokens, decode_micro_batch_size)  # [B*n, S, S, 3] uint8
-            images = policy.to_pil(pixels)
+            generation = engine.generate(
+                batch,
+                seeds[start : start + batch_size],
+                group_size=n_per_prompt,
+                use_cot=use_cot,
+                reasoning_template=template,
+                system_prompt=system_prompt,
+            )
             batch_samples = [
                 Sample(
-                    prompt=row_prompts[row],
-                    cot=cots[row],
-                    image=images[row],
-                    image_tokens=image_tokens[row].cpu(),
+                    prompt=batch[row // n_per_prompt],
+                    cot=generation.cots[row],
+                    image=generation.images[row],
+                    image_tokens=generation.image_tokens[row].cpu(),
                     prompt_index=start + row // n_per_prompt,
                     sample_index=row % n_per_prompt,
                 )
-                for row in range(len(row_prompts))
+                for row in range(generation.num_rows)
             ]
             samples.extend(batch_samples)
             if on_batch is not None:
@@ -346,6 +370,7 @@ def run(cfg) -> list[dict]:
                 seed=int(cfg.seed),
                 decode_micro_batch_size=int(g.decode_micro_batch_size),
                 on_batch=write,
+                **engine_options(g),
             )
         finally:
             progress.close()

@@ -38,6 +38,7 @@ def build_module(cfg: DictConfig) -> BiCoTGRPOModule:
         settings=instantiate(cfg.algo),
         optimizer=instantiate(cfg.optimizer),
         lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
+        rollout=OmegaConf.to_container(cfg.rollout, resolve=True) if cfg.get("rollout") else None,
     )
 
 

@@ -76,6 +76,13 @@ class Benchmark:
         """Default layout (GenEval's): ``root/<key>/samples/<sample:04d>.png``."""
         return root / item.key / "samples" / f"{sample_index:04d}.png"
 
+    def item_seeds(self, items: Sequence[EvalItem], seed: int) -> list[int]:
+        """Sampling seed of each item's images: by default the run seed and the prompt text only
+        (:func:`~t2ir1.rollout.sampling.generation_seed`), as ``generate.py`` seeds them."""
+        from t2ir1.rollout.sampling import generation_seed
+
+        return [generation_seed(seed, item.prompt) for item in items]
+
     def prepare_item(self, root: Path, item: EvalItem) -> None:
         """Write what the official layout needs beside an item's images (default: nothing)."""
 

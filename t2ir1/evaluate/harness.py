@@ -3,7 +3,7 @@
 Resumable at two levels:
 
 * **images** -- an image file that exists is never generated again; generation is seeded
-  per prompt text (:func:`t2ir1.generate.generation_seed`), so a resumed run produces the
+  per item (:meth:`Benchmark.item_seeds`, by default the prompt text), so a resumed run produces the
   same images a single run would have;
 * **scores** -- ``scores.jsonl`` caches each image's row under (relative path, SHA-256 of
   the file, fingerprint of the scoring config); only new or changed images are scored.
@@ -144,7 +144,7 @@ def generate_missing(
     cfg: DictConfig, benchmark: Benchmark, items: Sequence[EvalItem], out_dir: Path, overrides: dict
 ) -> int:
     """Generate and write the images of ``items`` that do not exist yet; returns how many were written."""
-    from t2ir1.generate import generate_samples
+    from t2ir1.generate import engine_options, generate_samples
     from t2ir1.validation import build_policy
 
     root = out_dir / IMAGES_DIR
@@ -208,6 +208,8 @@ def generate_missing(
             seed=int(cfg.seed),
             decode_micro_batch_size=settings["decode_micro_batch_size"],
             on_batch=write,
+            seeds=benchmark.item_seeds(todo, int(cfg.seed)),
+            **engine_options(settings),
         )
     finally:
         progress.close()

@@ -6,7 +6,6 @@ rollout (semantic CoT -> CFG image tokens -> decode) -> score (reward ensemble)
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -24,12 +23,8 @@ from t2ir1.policy.janus import JanusPolicy, ReferenceModel
 from t2ir1.policy.logprobs import image_logprobs, text_logprobs
 from t2ir1.policy.prompts import SYSTEM_PROMPT, load_reasoning_prompt
 from t2ir1.rewards.base import RewardOutput
-from t2ir1.rollout.sampling import (
-    SemanticRollout,
-    prompt_generators,
-    sample_image_tokens,
-    sample_semantic_cot,
-)
+from t2ir1.rollout.engine import Generation, GenerationEngine, SamplingOptions
+from t2ir1.rollout.sampling import prompt_seed  # noqa: F401  (re-exported: saved code imports it from here)
 from t2ir1.scale.metrics import aggregation_weight, nanmean_with_count, pooled_std, weighted_means
 
 log = logging.getLogger(__name__)
@@ -53,8 +48,13 @@ class GRPOSettings:
     adv_scale: bool = True
     max_new_tokens: int = 1024
     text_temperature: float = 1.0
+    text_top_k: int = 0
+    text_top_p: float = 1.0
     image_temperature: float = 1.0
+    image_top_k: int = 0
+    image_top_p: float = 1.0
     cfg_weight: float = 5.0
+    cfg_uncond: str = "full"
     reasoning_prompt: str | None = "default"
     system_prompt: str = SYSTEM_PROMPT
     logprob_chunk_logits: int = 1 << 21
@@ -74,6 +74,23 @@ class GRPOSettings:
         if self.num_iterations < 1:
             raise ValueError(f"algo.num_iterations must be >= 1, got {self.num_iterations}")
 
+    def sampling_options(self, rollout: dict | None = None) -> SamplingOptions:
+        """The engine's options: this algorithm's sampling settings + the ``rollout`` node's
+        performance settings (``compile``, ``chunk_rows``, ``memory_budget_gib``)."""
+        return SamplingOptions(
+            max_new_tokens=self.max_new_tokens,
+            text_temperature=self.text_temperature,
+            text_top_k=self.text_top_k,
+            text_top_p=self.text_top_p,
+            image_temperature=self.image_temperature,
+            image_top_k=self.image_top_k,
+            image_top_p=self.image_top_p,
+            cfg_weight=self.cfg_weight,
+            cfg_uncond=self.cfg_uncond,
+            decode_micro_batch_size=self.decode_micro_batch_size,
+            **dict(rollout or {}),
+        )
+
     @property
     def samples_per_prompt(self) -> int:
         return self.group_size * self.new_generations_image
@@ -85,26 +102,32 @@ class GRPOSettings:
 
 @dataclass
 class Rollout:
-    """Everything sampled for one batch; rows ``[N = B * G * k]`` grouped per prompt."""
+    """One batch's generation (rows ``[N = B * G * k]`` grouped per prompt) and what the step derives."""
 
     records: list[PromptRecord]  # one per row
-    cots: list[str | None]  # one per row
-    semantic: SemanticRollout | None  # B*G rows (expanded by k at log-prob time)
-    image_prompt_ids: torch.Tensor  # [N, P_img]
-    image_prompt_mask: torch.Tensor
-    image_tokens: torch.Tensor  # [N, T_img]
-    images: list[Image.Image]
+    generation: Generation
     rewards: RewardOutput | None = None
     advantages: torch.Tensor | None = None  # [N]
     old_logp: torch.Tensor | None = None  # [N, C + T_img]
     ref_logp: torch.Tensor | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def cots(self) -> list[str | None]:
+        return self.generation.cots
 
-def prompt_seed(run_seed: int, step: int, prompt_id: str) -> int:
-    """A prompt's sampling seed: a function of the run seed, the step and the prompt only."""
-    digest = hashlib.sha256(f"{run_seed}/{step}/{prompt_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    @property
+    def images(self) -> list[Image.Image]:
+        return self.generation.images
+
+    @property
+    def image_tokens(self) -> torch.Tensor:
+        return self.generation.image_tokens
+
+    @property
+    def semantic(self) -> Generation | None:
+        """The generation when it sampled a semantic CoT (``B * G`` text rows), else None."""
+        return self.generation if self.generation.has_cot else None
 
 
 @contextmanager
@@ -133,6 +156,7 @@ class BiCoTGRPOModule(L.LightningModule):
         settings: GRPOSettings,
         optimizer: Callable[..., torch.optim.Optimizer],
         lr_scheduler: Callable[..., object] | None = None,
+        rollout: dict | None = None,
     ):
         super().__init__()
         self._policy_factory = None if isinstance(policy, JanusPolicy) else policy
@@ -143,6 +167,9 @@ class BiCoTGRPOModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.reasoning_template = load_reasoning_prompt(settings.reasoning_prompt)
+        # the generation engine's options (checked here, before any model loads)
+        self.sampling = settings.sampling_options(rollout)
+        self.engine: GenerationEngine | None = None
         self._rollout_buffer: dict[int, Rollout] = {}
         self._reward_ready = False
         self.last_rollout: Rollout | None = None
@@ -159,6 +186,8 @@ class BiCoTGRPOModule(L.LightningModule):
         shard = getattr(self._trainer.strategy, "shard_policy", None) if self._trainer is not None else None
         if shard is not None:
             shard(self.policy, self.reference)
+        if self.engine is None or self.engine.policy is not self.policy:
+            self.engine = GenerationEngine(self.policy, self.sampling)
 
     def setup(self, stage: str) -> None:
         self.configure_model()
@@ -180,29 +209,21 @@ class BiCoTGRPOModule(L.LightningModule):
     # ---------------------------------------------------------------- phases
     @torch.no_grad()
     def rollout(self, records: Sequence[PromptRecord], step: int) -> Rollout:
-        """Sample CoTs and images for ``records``: ``B * G * k`` rows."""
-        s, policy, timings = self.settings, self.policy, {}
+        """Sample CoTs and images for ``records`` through the generation engine: ``B * G * k`` rows."""
+        s, timings = self.settings, {}
         with _timed(timings, "rollout"):
-            generators = prompt_generators(
-                [prompt_seed(s.seed, step, r.prompt_id or r.prompt) for r in records], device=self.device
+            generation = self.engine.generate(
+                [r.prompt for r in records],
+                [prompt_seed(s.seed, step, r.prompt_id or r.prompt) for r in records],
+                group_size=s.group_size,
+                images_per_cot=s.new_generations_image,
+                use_cot=s.uses_semantic_cot,
+                reasoning_template=self.reasoning_template,
+                system_prompt=s.system_prompt,
             )
-            prompts = [r.prompt for r in records]
-            semantic = None
-            if s.uses_semantic_cot:
-                ids, mask = policy.encode_semantic_prompts(prompts, self.reasoning_template, s.system_prompt)
-                semantic = sample_semantic_cot(
-                    policy, ids, mask, s.group_size, s.max_new_tokens, s.text_temperature, generators
-                )
-                cots: list[str | None] = [c for c in semantic.texts for _ in range(s.new_generations_image)]
-            else:
-                cots = [None] * (len(records) * s.samples_per_prompt)
-            row_records = [r for r in records for _ in range(s.samples_per_prompt)]
-            img_ids, img_mask = policy.encode_image_prompts([r.prompt for r in row_records], cots)
-            image_tokens = sample_image_tokens(
-                policy, img_ids, img_mask, s.cfg_weight, s.image_temperature, generators
-            )
-            pixels = policy.decode_images(image_tokens, s.decode_micro_batch_size)
-        return Rollout(row_records, cots, semantic, img_ids, img_mask, image_tokens, policy.to_pil(pixels), timings=timings)
+        timings.update({f"rollout_{phase}": seconds for phase, seconds in generation.timings.items()})
+        row_records = [r for r in records for _ in range(s.samples_per_prompt)]
+        return Rollout(row_records, generation, timings=timings)
 
     @torch.no_grad()
     def score(self, rollout: Rollout) -> RewardOutput:
@@ -220,12 +241,14 @@ class BiCoTGRPOModule(L.LightningModule):
 
     def sequence_logprobs(self, rollout: Rollout, model: JanusPolicy | ReferenceModel) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs and mask ``[N, C + T_img]`` of the trained levels' tokens under ``model``."""
-        s = self.settings
+        s, g = self.settings, rollout.generation
         k = s.new_generations_image
         parts, masks = [], []
         if "semantic" in s.levels:
-            sem = rollout.semantic
-            args = [t.repeat_interleave(k, dim=0) for t in (sem.prompt_ids, sem.prompt_mask, sem.completion_ids, sem.completion_mask)]
+            args = [
+                t.repeat_interleave(k, dim=0)
+                for t in (g.semantic_prompt_ids, g.semantic_prompt_mask, g.completion_ids, g.completion_mask)
+            ]
             if isinstance(model, ReferenceModel):
                 parts.append(model.text_logprobs(*args, chunk_logits=s.logprob_chunk_logits))
             else:
@@ -234,9 +257,7 @@ class BiCoTGRPOModule(L.LightningModule):
         if "token" in s.levels:
             if isinstance(model, ReferenceModel):
                 parts.append(
-                    model.image_logprobs(
-                        rollout.image_prompt_ids, rollout.image_prompt_mask, rollout.image_tokens, s.logprob_chunk_logits
-                    )
+                    model.image_logprobs(g.image_prompt_ids, g.image_prompt_mask, g.image_tokens, s.logprob_chunk_logits)
                 )
             else:
                 parts.append(
@@ -244,15 +265,38 @@ class BiCoTGRPOModule(L.LightningModule):
                         model.language_model,
                         model.generation_head,
                         model.embed_image_tokens,
-                        rollout.image_prompt_ids,
-                        rollout.image_prompt_mask,
-                        rollout.image_tokens,
+                        g.image_prompt_ids,
+                        g.image_prompt_mask,
+                        g.image_tokens,
                         s.logprob_chunk_logits,
                     )
                 )
             # image sequences always have their full length: never masked (REFERENCE §5b)
-            masks.append(torch.ones_like(rollout.image_tokens))
+            masks.append(torch.ones_like(g.image_tokens))
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+
+    def logp_gaps(self, rollout: Rollout, logp: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Mean |rollout - replay| log-prob of the sampled tokens (on-policy check, DESIGN: log-prob contract).
+
+        ``logp [N, C + T_img]`` are the training pass's log-probs (text tokens first). The image
+        gap is NaN under CFG (``w != 1``): the engine then samples from the guided mixture, which
+        the training pass does not replay by design (REFERENCE §2.6).
+        """
+        s, g = self.settings, rollout.generation
+        nan = torch.tensor(float("nan"), device=logp.device)
+        gaps = {"rollout/text_logp_diff": nan, "rollout/logp_diff": nan}
+        text_width = 0
+        if "semantic" in s.levels:
+            k = s.new_generations_image
+            mask = g.completion_mask.repeat_interleave(k, dim=0).bool()
+            text_width = mask.shape[1]
+            sampled = g.text_logp.repeat_interleave(k, dim=0).to(logp.device)
+            gap = (logp[:, :text_width].detach().float() - sampled).abs()
+            gaps["rollout/text_logp_diff"] = gap[mask].mean() if mask.any() else nan
+        if "token" in s.levels and not self.sampling.guided:
+            replay = logp[:, text_width:].detach().float()
+            gaps["rollout/logp_diff"] = (replay - g.image_logp.to(logp.device)).abs().mean()
+        return gaps
 
     @property
     def max_tokens_per_row(self) -> int:
@@ -280,6 +324,7 @@ class BiCoTGRPOModule(L.LightningModule):
         # this rank's loss denominator and token count: weights of the cross-rank means logged
         diagnostics["loss_weight"] = aggregation_weight(self.settings.loss_aggregation, mask)
         diagnostics["tokens"] = mask.detach().float().sum()
+        diagnostics.update(self.logp_gaps(rollout, logp))
         return loss, diagnostics
 
     @torch.no_grad()
@@ -360,12 +405,14 @@ class BiCoTGRPOModule(L.LightningModule):
         for name, member_scores in rollout.rewards.extras.get("weighted", {}).items():
             pairs[f"reward/{name}_weighted"] = nanmean_with_count(member_scores)
         if rollout.semantic is not None:
-            pairs["cot/semantic_len"] = (rollout.semantic.completion_mask.sum(1).float().mean(), rows)
+            pairs["cot/semantic_len"] = (rollout.generation.completion_mask.sum(1).float().mean(), rows)
         means, weights = weighted_means(pairs, self._all_reduce_sum, device=device)
         means["adv/std"] = pooled_std(means.pop("adv/mean"), means.pop("adv/square_mean"), weights["adv/mean"])
         log_kw = {"on_step": True, "on_epoch": False, "batch_size": batch_size}
         for key, value in means.items():
             self.log(key, value, prog_bar=key == "reward/total", **log_kw)
+        for key in ("rollout/logp_diff", "rollout/text_logp_diff"):
+            self.log(key, diagnostics[key], sync_dist=True, **log_kw)
         if fresh:
             for phase, seconds in rollout.timings.items():
                 self.log(f"timing/{phase}", seconds, sync_dist=True, reduce_fx="max", **log_kw)

@@ -37,7 +37,10 @@ def load_reasoning_prompt(text_or_path: str | None) -> str:
         source = "the default reasoning prompt"
     else:
         candidate = Path(text_or_path).expanduser()
-        is_file = "\n" not in text_or_path and len(text_or_path) < 4096 and candidate.is_file()
+        try:  # literal text longer than the OS allows for a file name is text, not a path
+            is_file = "\n" not in text_or_path and "{}" not in text_or_path and candidate.is_file()
+        except OSError:
+            is_file = False
         template = candidate.read_text(encoding="utf-8").rstrip("\n") if is_file else text_or_path
         source = str(candidate) if is_file else "policy.reasoning_prompt"
     if template.count("{}") != 1:

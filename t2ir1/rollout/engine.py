@@ -539,7 +539,7 @@ class GenerationEngine:
         prompt_ids: torch.Tensor,
         prompt_mask: torch.Tensor,
         rows_per_prompt: int,
-        generators: list[torch.Generator],
+        generators: list[torch.Generator] | None,
         on_images: Callable[[int, list[Image.Image]], None] | None = None,
         position_ids: torch.Tensor | None = None,
         uncond_mask: torch.Tensor | None = None,
@@ -550,6 +550,7 @@ class GenerationEngine:
             prompt_ids, prompt_mask: ``[N, P]`` image prompts ending in ``<begin_of_image>`` in
                 the last column (left-padded by default).
             rows_per_prompt: rows of each generator (``N = len(generators) * rows_per_prompt``).
+            generators: one per prompt; ``None`` draws from the global RNG (or greedily).
             position_ids: ``[N, P]`` explicit positions (default: from the mask, 0 at the first
                 real token); generated tokens continue from each row's last position.
             uncond_mask: ``[N, P]`` attention mask of the ``full`` unconditional rows (default:
@@ -561,13 +562,14 @@ class GenerationEngine:
             rows_per_prompt, length + policy.num_image_tokens, policy.generation_head.vision_head.out_features, o.guided
         )
         tokens, logps, images = [], [], []
-        for first in range(0, len(generators), per_chunk):
+        n_prompts = n_rows // rows_per_prompt if generators is None else len(generators)
+        for first in range(0, n_prompts, per_chunk):
             rows = slice(first * rows_per_prompt, min(n_rows, (first + per_chunk) * rows_per_prompt))
             chunk_tokens, chunk_logp = self._image_chunk(
                 prompt_ids[rows],
                 prompt_mask[rows],
                 rows_per_prompt,
-                generators[first : first + per_chunk],
+                None if generators is None else generators[first : first + per_chunk],
                 None if position_ids is None else position_ids[rows],
                 None if uncond_mask is None else uncond_mask[rows],
             )

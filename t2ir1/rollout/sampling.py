@@ -11,9 +11,31 @@ then top-p), so ``top_k=50`` here is the CoT sampler of the original T2I-R1, whi
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import torch
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from ``parts`` (sha256 of their ``/``-joined text): stable across runs and ranks."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def prompt_seed(run_seed: int, step: int, prompt_id: str) -> int:
+    """A training prompt's sampling seed: a function of the run seed, the step and the prompt only."""
+    return derive_seed(run_seed, step, prompt_id)
+
+
+def generation_seed(seed: int, prompt: str) -> int:
+    """The sampling seed of ``prompt`` in ``generate.py`` / ``eval.py``: the run seed and the text only."""
+    return prompt_seed(seed, 0, prompt)
+
+
+def record_seed(seed: int, prompt_id: str) -> int:
+    """The sampling seed of one held-out record (ShapeWorld): the evaluation seed and the record only."""
+    return derive_seed("heldout", seed, prompt_id)
 
 
 def prompt_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
@@ -101,19 +123,3 @@ def unconditional_ids(prompt_ids: torch.Tensor, bos_id: int, boi_id: int, pad_id
     """The CFG unconditional row: every token but BOS and ``<begin_of_image>`` becomes pad."""
     keep = (prompt_ids == bos_id) | (prompt_ids == boi_id)
     return torch.where(keep, prompt_ids, torch.full_like(prompt_ids, pad_id))
-
-
-# The pre-engine loops, until every caller generates through t2ir1.rollout.engine.
-from t2ir1.testing.legacy_rollout import SemanticRollout, sample_image_tokens, sample_semantic_cot  # noqa: E402
-
-__all__ = [
-    "SemanticRollout",
-    "draw",
-    "filter_logits",
-    "prompt_generators",
-    "sample_from_logits",
-    "sample_image_tokens",
-    "sample_semantic_cot",
-    "sampling_logits",
-    "unconditional_ids",
-]

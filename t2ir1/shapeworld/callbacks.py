@@ -16,7 +16,6 @@ held-out samples, and ``reward_curve.png`` (mean reward per step) into ``out_dir
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -28,21 +27,16 @@ import numpy as np
 import torch
 
 from t2ir1.data.records import PromptRecord
+from t2ir1.generate import generate_samples
 from t2ir1.lit.grid import captioned_grid
 from t2ir1.policy.janus import JanusPolicy
-from t2ir1.rollout.sampling import prompt_generators, sample_image_tokens, sample_semantic_cot
+from t2ir1.rollout.sampling import record_seed
 from t2ir1.shapeworld.detector import ShapeDetector
 from t2ir1.shapeworld.prompts import CATEGORIES, HELDOUT_SEED, HELDOUT_SIZE, heldout_records
 from t2ir1.shapeworld.reward import is_correct
 from t2ir1.shapeworld.world import WORLD
 
 log = logging.getLogger(__name__)
-
-
-def record_seed(seed: int, prompt_id: str) -> int:
-    """Sampling seed of one held-out record: a function of the evaluation seed and the record only."""
-    digest = hashlib.sha256(f"heldout/{seed}/{prompt_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 @torch.no_grad()
@@ -52,40 +46,27 @@ def generate(
     reasoning_template: str | None,
     system_prompt: str,
     seed: int = 0,
-    max_new_tokens: int = 40,
-    text_temperature: float = 1.0,
-    image_temperature: float = 1.0,
-    cfg_weight: float = 5.0,
     batch_size: int = 48,
+    **options,
 ) -> tuple[list, list[str | None]]:
-    """One image (PIL) and CoT per record; ``reasoning_template=None`` draws from the bare prompt."""
-    images, cots = [], []
-    was_training = policy.training
-    policy.eval()
-    try:
-        for start in range(0, len(records), batch_size):
-            chunk = records[start : start + batch_size]
-            generators = prompt_generators(
-                [record_seed(seed, r.prompt_id or r.prompt) for r in chunk], policy.device
-            )
-            prompts = [r.prompt for r in chunk]
-            if reasoning_template is None:
-                chunk_cots: list[str | None] = [None] * len(chunk)
-            else:
-                ids, mask = policy.encode_semantic_prompts(prompts, reasoning_template, system_prompt)
-                rollout = sample_semantic_cot(
-                    policy, ids, mask, 1, max_new_tokens, text_temperature, generators
-                )
-                chunk_cots = list(rollout.texts)
-            ids, mask = policy.encode_image_prompts(prompts, chunk_cots)
-            tokens = sample_image_tokens(
-                policy, ids, mask, cfg_weight, image_temperature, generators
-            )  # [n, T]
-            images.extend(policy.to_pil(policy.decode_images(tokens)))
-            cots.extend(chunk_cots)
-    finally:
-        policy.train(was_training)
-    return images, cots
+    """One image (PIL) and CoT per record through the generation engine; ``reasoning_template=None``
+    draws from the bare prompt. Record ``r`` samples with ``record_seed(seed, r.prompt_id)``, so
+    ``eval.py benchmark=shapeworld`` with the same seed and settings draws the same images.
+
+    ``options``: ``max_new_tokens``, temperatures, ``cfg_weight`` and any other engine option.
+    """
+    samples = generate_samples(
+        policy,
+        [r.prompt for r in records],
+        n_per_prompt=1,
+        use_cot=reasoning_template is not None,
+        reasoning_template=reasoning_template,
+        system_prompt=system_prompt,
+        batch_size=batch_size,
+        seeds=[record_seed(seed, r.prompt_id or r.prompt) for r in records],
+        **options,
+    )
+    return [sample.image for sample in samples], [sample.cot for sample in samples]
 
 
 def accuracy_table(records: Sequence[PromptRecord], correct: Sequence[bool]) -> dict[str, float]:

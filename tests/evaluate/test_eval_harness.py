@@ -20,7 +20,7 @@ def _lines(path) -> list[dict]:
 
 def test_generate_score_resume_and_repeat(eval_cfg, tmp_path):
     out = tmp_path / "run"
-    cfg = eval_cfg("benchmark=shapeworld", "limit=3", "benchmark.n_per_prompt=2", f"out_dir={out}")
+    cfg = eval_cfg("benchmark=shapeworld", "benchmark.num_records=null", "limit=3", "benchmark.n_per_prompt=2", f"out_dir={out}")
     first = run(cfg)
     images = sorted((out / IMAGES_DIR).rglob("*.png"))
     # 3 prompts x 2 images in GenEval's layout <key>/samples/<sample>.png
@@ -48,7 +48,7 @@ def test_generate_score_resume_and_repeat(eval_cfg, tmp_path):
         eval_cfg(
             "benchmark=shapeworld",
             "limit=3",
-            "benchmark.n_per_prompt=2",
+            "benchmark.n_per_prompt=2", "benchmark.num_records=null",
             f"out_dir={out}",
             "score.rescore=true",
         )
@@ -61,7 +61,7 @@ def test_generate_score_resume_and_repeat(eval_cfg, tmp_path):
 def test_perfect_images_score_one_and_blank_images_zero(eval_cfg, tmp_path):
     """Ground-truth renders of the held-out scenes are all correct; empty canvases are all wrong."""
     cfg = eval_cfg(
-        "benchmark=shapeworld", "generate=false", "benchmark.n_per_prompt=1", f"out_dir={tmp_path / 'gt'}"
+        "benchmark=shapeworld", "benchmark.num_records=null", "generate=false", "benchmark.n_per_prompt=1", f"out_dir={tmp_path / 'gt'}"
     )
     benchmark, _, _ = build_benchmark(cfg.benchmark)
     items = benchmark.load_items()
@@ -78,7 +78,7 @@ def test_perfect_images_score_one_and_blank_images_zero(eval_cfg, tmp_path):
     blank = eval_cfg(
         "benchmark=shapeworld",
         "generate=false",
-        "benchmark.n_per_prompt=1",
+        "benchmark.n_per_prompt=1", "benchmark.num_records=null",
         "limit=6",
         f"out_dir={tmp_path / 'blank'}",
     )
@@ -97,7 +97,7 @@ def test_without_cot_and_compare(eval_cfg, tmp_path):
             eval_cfg(
                 "benchmark=shapeworld",
                 "limit=2",
-                "benchmark.n_per_prompt=1",
+                "benchmark.n_per_prompt=1", "benchmark.num_records=null",
                 f"use_cot={cot}",
                 f"out_dir={out}",
             )

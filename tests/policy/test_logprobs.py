@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from t2ir1.policy.logprobs import image_logprobs, naive_logprobs, selective_logprobs, text_logprobs
-from t2ir1.rollout.sampling import sample_image_tokens
+from t2ir1.rollout.engine import GenerationEngine, SamplingOptions
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -47,7 +47,8 @@ def test_image_logprobs_equal_the_rollouts_step_by_step_logits(tiny_policy):
     """With cfg_weight=1 the sampling distribution is the conditional one, so the
     log-probs of one full forward must equal those of the KV-cached rollout."""
     ids, mask = tiny_policy.encode_image_prompts(["a red cube", "three small blue balls"], [None, None])
-    tokens = sample_image_tokens(tiny_policy, ids, mask, cfg_weight=1.0, temperature=0.0)
+    engine = GenerationEngine(tiny_policy, SamplingOptions(cfg_weight=1.0, image_temperature=0.0))
+    tokens = engine.sample_images(ids, mask, 1, None)[0]
     full = image_logprobs(
         tiny_policy.language_model, tiny_policy.generation_head, tiny_policy.embed_image_tokens, ids, mask, tokens, chunk_logits=8 * 256
     )

@@ -1,19 +1,20 @@
 import torch
 
-from t2ir1.rollout.sampling import (
-    prompt_generators,
-    sample_from_logits,
-    sample_image_tokens,
-    sample_semantic_cot,
-    unconditional_ids,
-)
+from t2ir1.rollout.engine import GenerationEngine, SamplingOptions
+from t2ir1.rollout.sampling import prompt_generators, sample_from_logits, unconditional_ids
+
+
+def image_tokens(policy, ids, mask, cfg_weight=5.0, temperature=1.0, generators=None, rows_per_prompt=1):
+    """The engine's image tokens ``[N, T]`` for image prompts ``ids``/``mask``."""
+    engine = GenerationEngine(policy, SamplingOptions(cfg_weight=cfg_weight, image_temperature=temperature))
+    return engine.sample_images(ids, mask, rows_per_prompt, generators)[0]
 
 
 def test_greedy_image_tokens_equal_transformers_generate(tiny_policy):
     prompts = ["a red cube left of a blue ball", "two green cups", "a photo of a dog"]
     for batch in (prompts[:1], prompts):
         ids, mask = tiny_policy.encode_image_prompts(batch, [None] * len(batch))
-        ours = sample_image_tokens(tiny_policy, ids, mask, cfg_weight=5.0, temperature=0.0)
+        ours = image_tokens(tiny_policy, ids, mask, cfg_weight=5.0, temperature=0.0)
         theirs = tiny_policy.model.generate(
             input_ids=ids, attention_mask=mask, generation_mode="image", do_sample=False, guidance_scale=5.0
         )
@@ -36,9 +37,10 @@ def test_semantic_cot_masks_after_the_first_eos(tiny_policy):
         head.bias[eos] = 5.5
     tiny_policy.model.lm_head = head
     ids, mask = tiny_policy.encode_semantic_prompts(["a cat", "a dog"], "Describe {}.", "S")
-    rollout = sample_semantic_cot(tiny_policy, ids, mask, group_size=4, max_new_tokens=12, generators=prompt_generators([3, 4]))
-    assert rollout.completion_ids.shape[0] == 8 and rollout.prompt_ids.shape[0] == 8
-    for row_ids, row_mask in zip(rollout.completion_ids, rollout.completion_mask, strict=False):
+    engine = GenerationEngine(tiny_policy, SamplingOptions(max_new_tokens=12))
+    rollout = engine.sample_cot(ids, mask, 4, prompt_generators([3, 4]))
+    assert rollout["completion_ids"].shape[0] == 8 and rollout["prompt_ids"].shape[0] == 8
+    for row_ids, row_mask in zip(rollout["completion_ids"], rollout["completion_mask"], strict=True):
         hits = (row_ids == eos).nonzero()
         if len(hits):
             first = hits[0, 0].item()
@@ -47,14 +49,18 @@ def test_semantic_cot_masks_after_the_first_eos(tiny_policy):
             assert (row_ids[first + 1 :] == tiny_policy.pad_id).all()
         else:
             assert row_mask.all()
-    assert (rollout.completion_mask.sum(1) < 12).any(), "expected at least one early stop"
+    assert (rollout["completion_mask"].sum(1) < 12).any(), "expected at least one early stop"
 
 
 def test_a_prompts_samples_do_not_depend_on_its_batch(tiny_policy):
     ids, mask = tiny_policy.encode_image_prompts(["a red cube", "a much longer prompt about green cups"], [None, None])
-    together = sample_image_tokens(tiny_policy, ids.repeat_interleave(2, 0), mask.repeat_interleave(2, 0), generators=prompt_generators([11, 22]))
+    together = image_tokens(
+        tiny_policy, ids.repeat_interleave(2, 0), mask.repeat_interleave(2, 0), generators=prompt_generators([11, 22]), rows_per_prompt=2
+    )
     alone_ids, alone_mask = tiny_policy.encode_image_prompts(["a much longer prompt about green cups"], [None])
-    alone = sample_image_tokens(tiny_policy, alone_ids.repeat(2, 1), alone_mask.repeat(2, 1), generators=prompt_generators([22]))
+    alone = image_tokens(
+        tiny_policy, alone_ids.repeat(2, 1), alone_mask.repeat(2, 1), generators=prompt_generators([22]), rows_per_prompt=2
+    )
     assert torch.equal(together[2:], alone)
 
 
@@ -74,7 +80,7 @@ def test_cfg_weight_one_samples_from_the_conditional_rows_alone(tiny_policy):
 
     batch = ["a red cube left of a blue ball", "two green cups"]
     ids, mask = tiny_policy.encode_image_prompts(batch, [None] * len(batch))
-    ours = sample_image_tokens(tiny_policy, ids, mask, cfg_weight=1.0, temperature=0.0)
+    ours = image_tokens(tiny_policy, ids, mask, cfg_weight=1.0, temperature=0.0)
     lm = tiny_policy.language_model
     embeds = lm.get_input_embeddings()(ids)
     full_mask = mask
@@ -87,4 +93,4 @@ def test_cfg_weight_one_samples_from_the_conditional_rows_alone(tiny_policy):
             embeds = torch.cat([embeds, tiny_policy.embed_image_tokens(token[:, None])], dim=1)
             full_mask = torch.cat([full_mask, torch.ones_like(full_mask[:, :1])], dim=1)
     assert torch.equal(ours, torch.stack(expected, dim=1))
-    assert not torch.equal(ours, sample_image_tokens(tiny_policy, ids, mask, cfg_weight=5.0, temperature=0.0))
+    assert not torch.equal(ours, image_tokens(tiny_policy, ids, mask, cfg_weight=5.0, temperature=0.0))

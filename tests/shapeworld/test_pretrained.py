@@ -99,15 +99,16 @@ def test_tokenizer_knows_the_world_and_the_special_tokens(policy):
 def test_pretrained_model_describes_a_prompt_greedily(policy):
     # Greedy decoding of the semantic CoT names the prompt's shape and colour (SFT target:
     # "A red square at the <region>."), ends with EOS within 40 tokens.
-    from t2ir1.rollout.sampling import sample_semantic_cot
+    from t2ir1.rollout.engine import GenerationEngine, SamplingOptions
 
     ids, mask = policy.encode_semantic_prompts(
         ["a photo of a red square"], DEFAULT_REASONING_PROMPT, SYSTEM_PROMPT
     )
-    rollout = sample_semantic_cot(policy, ids, mask, group_size=1, max_new_tokens=40, temperature=0.0)
-    text = rollout.texts[0].lower()
+    engine = GenerationEngine(policy, SamplingOptions(max_new_tokens=40, text_temperature=0.0))
+    rollout = engine.sample_cot(ids, mask, 1, None)
+    text = rollout["texts"][0].lower()
     assert "red square" in text
-    assert rollout.completion_ids[0, rollout.completion_mask[0].sum() - 1] == policy.eos_id
+    assert rollout["completion_ids"][0, rollout["completion_mask"][0].sum() - 1] == policy.eos_id
 
 
 def test_quantize_uses_unit_codes_and_agrees_with_transformers_encode(policy):
