@@ -114,6 +114,7 @@ def sampling_rules(prefix: str, *, cot: bool = True) -> list[Rule]:
         choice(f"{prefix}.cfg_uncond", CFG_UNCOND),
         number(f"{prefix}.chunk_rows", 1, integer=True, nullable=True),
         choice(f"{prefix}.compile", COMPILE_MODES),
+        number(f"{prefix}.memory_budget_gib", 0, low_open=True, nullable=True, note="null = from free memory"),
         number(f"{prefix}.decode_micro_batch_size", 1, integer=True),
         number(f"{prefix}.batch_size", 1, integer=True),
     ]
@@ -258,7 +259,8 @@ def _raise(problems: list[str], entry: str) -> None:
 def check_train_config(cfg: DictConfig) -> None:
     """Ranges, types and combinations of ``train.py``'s settings; one :class:`ConfigError` listing all."""
     reward_rules, problems = _reward_rules(cfg)
-    rules = [*ALGO_RULES, *sampling_rules("algo", cot=False), *DATA_RULES, *TRAINER_RULES, *CALLBACK_RULES,
+    rules = [*ALGO_RULES, *sampling_rules("algo", cot=False), *sampling_rules("rollout", cot=False),
+             *DATA_RULES, *TRAINER_RULES, *CALLBACK_RULES,
              *MODEL_RULES, *reward_rules]
     problems = _problems(cfg, rules) + problems
     levels = _value(cfg, "algo.levels")
