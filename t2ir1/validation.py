@@ -144,6 +144,10 @@ DATA_RULES = [
     number("data.max_prompt_tokens", 1, integer=True, nullable=True, note="null = no limit"),
     choice("data.long_prompts", PROMPT_POLICIES),
     number("data.source.n", 1, integer=True),
+    number("data.source.color_prob", 0, 1),
+    number("data.source.generator.min_count", 1, integer=True),
+    number("data.source.generator.max_count", 1, integer=True),
+    number("data.source.generator.color_prob", 0, 1),
 ]
 
 TRAINER_RULES = [
@@ -153,6 +157,12 @@ TRAINER_RULES = [
     number("trainer.log_every_n_steps", 1, integer=True),
     number("optimizer.lr", 0, low_open=True),
     number("optimizer.weight_decay", 0),
+    Rule("optimizer.betas", lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
+         "two numbers in [0, 1)"),
+    number("lr_scheduler.num_warmup_steps", 0, integer=True),
+    Rule("trainer.devices", lambda v: v == "auto" or (_is_int(v) and (v >= 1 or v == -1)) or isinstance(v, list),
+         "an integer >= 1, -1 (all), a list of device ids, or 'auto'"),
+    number("trainer.num_nodes", 1, integer=True),
     number("seed", integer=True),
     number("preemption_exit_code", 1, 255, integer=True, note="non-zero, so a scheduler sees an unfinished run"),
 ]
@@ -173,6 +183,9 @@ CALLBACK_RULES = [
     number("callbacks.heldout.cfg_weight", 0),
     number("callbacks.heldout.grid_images", 0, integer=True),
     number("callbacks.heldout.plot_window", 1, integer=True),
+    number("callbacks.heldout.color_threshold", 0, low_open=True),
+    number("callbacks.heldout.min_area", 1, integer=True),
+    number("callbacks.heldout.min_score", 0, 1),
 ]
 
 # Settings of any reward member, by name (each member's YAML uses a subset).
@@ -270,6 +283,18 @@ def check_train_config(cfg: DictConfig) -> None:
         elif "semantic" in levels:
             problems += _problems(cfg, [number("algo.max_new_tokens", 1, integer=True,
                                                note="the semantic level samples a CoT of at least one token")])
+    low, high = _value(cfg, "data.source.generator.min_count"), _value(cfg, "data.source.generator.max_count")
+    if _is_int(low) and _is_int(high) and high < low:
+        problems.append(
+            f"data.source.generator.max_count={high} < data.source.generator.min_count={low}: "
+            "the largest count must be at least the smallest"
+        )
+    warmup, steps = _value(cfg, "lr_scheduler.num_warmup_steps"), _value(cfg, "trainer.max_steps")
+    if _is_int(warmup) and _is_int(steps) and steps >= 1 and warmup >= steps:
+        problems.append(
+            f"lr_scheduler.num_warmup_steps={warmup} >= trainer.max_steps={steps}: the run would end before "
+            "the warm-up does"
+        )
     group, per_completion = _value(cfg, "algo.group_size"), _value(cfg, "algo.new_generations_image")
     if _is_int(group) and _is_int(per_completion) and group >= 1 and per_completion >= 1 and group * per_completion < 2:
         problems.append(

@@ -41,6 +41,10 @@ TRAIN_CASES = [
     ("callbacks.checkpoint.every_n_train_steps=-1", "callbacks.checkpoint.every_n_train_steps=-1: must be an integer >= 0"),
     ("preemption_exit_code=0", "preemption_exit_code=0: must be an integer in [1, 255]"),
     ("model.dtype=float8", "model.dtype='float8': must be one of ['float32', 'bfloat16', 'float16']"),
+    ("optimizer.betas=[0.9,1.5]", "optimizer.betas=[0.9, 1.5]: must be two numbers in [0, 1)"),
+    ("data.source.generator.color_prob=1.5", "data.source.generator.color_prob=1.5: must be a finite number in [0, 1]"),
+    ("lr_scheduler.num_warmup_steps=-1", "lr_scheduler.num_warmup_steps=-1: must be an integer >= 0"),
+    ("trainer.num_nodes=0", "trainer.num_nodes=0: must be an integer >= 1"),
 ]
 
 
@@ -64,6 +68,12 @@ def test_all_problems_come_in_one_message_and_combinations_are_checked(tmp_path)
     message = str(info.value)
     assert "2 configuration value(s)" in message
     assert "algo.group_size=1 x algo.new_generations_image=1: the product must be >= 2" in message
+    crossed = compose_train(tmp_path, "logger=csv", "data.source.generator.min_count=4",
+                            "data.source.generator.max_count=2", "lr_scheduler.num_warmup_steps=6")
+    with pytest.raises(ConfigError) as info:
+        check_train_config(crossed)
+    assert "data.source.generator.max_count=2 < data.source.generator.min_count=4" in str(info.value)
+    assert "lr_scheduler.num_warmup_steps=6 >= trainer.max_steps=6" in str(info.value)
     # the semantic level needs a CoT; the token level alone does not
     check_train_config(compose_train(tmp_path, "logger=csv", "algo.levels=[token]", "algo.max_new_tokens=0"))
 
