@@ -9,10 +9,11 @@ import torch
 
 from t2ir1.data.records import PromptRecord, RecordError, limit_prompt_tokens
 from t2ir1.data.t2i_r1 import load_t2i_r1_jsonl
-from t2ir1.export import ExportError, load_policy_weights, main as export_main
+from t2ir1.export import ExportError, load_policy_weights
+from t2ir1.export import main as export_main
 from t2ir1.generate import PromptSourceError, read_prompts
 from t2ir1.policy.janus import CheckpointError, JanusPolicy
-from t2ir1.policy.tiny import TinyJanusSpec, load_tiny_policy
+from t2ir1.policy.tiny import load_tiny_policy
 from t2ir1.train import run as train
 from tests.workflow_runs import compose_train
 

@@ -17,7 +17,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from t2ir1.evaluate import run as evaluate
-from t2ir1.export import ExportError, main as export_main
+from t2ir1.export import ExportError
+from t2ir1.export import main as export_main
 from t2ir1.generate import run as generate
 from t2ir1.policy.janus import CheckpointError
 from t2ir1.train import run as train
