@@ -19,7 +19,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[dev,rewards,sweep,notebook]"
+	$(PY) -m pip install -q -e ".[dev,rewards,serve,sweep,notebook,eval]"
 
 install: $(PY) ## Create .venv and install t2ir1 with every extra (offline-capable)
 

@@ -1,4 +1,4 @@
-"""Evaluate a policy on a benchmark: `python eval.py benchmark=geneval model=... [use_cot=false]` (see README)."""
+"""Evaluate a policy on a benchmark: `python eval.py benchmark=<geneval|t2i_compbench|wise|dpg|geneval_pp|imagine|oneig|shapeworld> model=... [use_cot=false] [processes=N]` (see README)."""
 
 import hydra
 from omegaconf import DictConfig

@@ -1,14 +1,23 @@
-"""Rollout speed and log-prob memory, measured side by side in one run.
+"""Rollout speed and log-prob memory, measured side by side in one run (ratios, not seconds).
 
-1. Image tokens/s of t2ir1's batched CFG rollout vs transformers' own
-   ``JanusForConditionalGeneration.generate(generation_mode="image")`` at the same batch,
-   and vs generating one prompt at a time (B x G = 16 rows), on the tiny Janus; and the
-   ``w = 1`` path (no unconditional rows; the ShapeWorld demo samples at CFG 1) vs ``w = 5``.
-2. Peak memory of the chunked log-prob path vs naive ``log_softmax`` + ``gather``
-   (forward + backward) at Janus-Pro's head sizes: 16,384 image codes over 576 positions,
-   102,400 text tokens over a CoT; each variant in a fresh process, peak RSS above baseline.
+Generation, four ways, on the same prompts and settings:
 
-Usage: python benchmarks/rollout.py [--rows 16] [--repeats 3] [--hidden 2048]
+* **engine** -- ``t2ir1.rollout.engine`` (the only path the platform generates by);
+* **pre-engine loop** -- ``t2ir1.testing.legacy_rollout``, t2ir1's loop before the engine
+  (eager ``LlamaModel.forward`` per token over a growing ``DynamicCache``);
+* **transformers generate** -- ``JanusForConditionalGeneration.generate(generation_mode="image")``
+  (equal-length prompts, as it requires);
+* **original structure** -- ``t2ir1.testing.original_rollout``, the original T2I-R1 loop
+  re-stated with its file:line citations (right-padded prompts, interleaved cond/uncond rows,
+  chunks of 32, dynamic cache, ``torch.multinomial``).
+
+Sections: (a) image tokens on the tiny Janus at CFG 5; (b) the whole rollout (CoT + image
+tokens + VQ decode) at the ShapeWorld demo's exact shapes (shipped checkpoint, B = 4, G = 8,
+CoT <= 40 tokens, 64 image tokens, CFG 1); (c) decode-step latency at Janus-Pro-1B's real
+dimensions (random weights, a few rows), next to the time to read the weights once at this
+machine's measured copy bandwidth (the floor of a memory-bound step); then the log-prob memory.
+
+Usage: python benchmarks/rollout.py [--repeats 3] [--skip-real] [--real-rows 2] [--real-tokens 16]
 """
 
 from __future__ import annotations
@@ -25,48 +34,152 @@ import time
 import torch
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    samples = []
+def _time_all(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each function, the functions interleaved round by round (fair under load)."""
+    for fn in fns.values():
+        fn()  # warm-up
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def rollout_speed(rows: int, repeats: int, spec_kwargs: dict) -> list[tuple[str, float, float]]:
+def _table(title: str, seconds: dict[str, float], work: float, unit: str, baseline: str) -> None:
+    print(f"\n## {title}")
+    print(f"| {'method':34s} | {'seconds':>8s} | {unit:>12s} | {'engine speed-up':>15s} |")
+    print(f"|{'-' * 36}|{'-' * 10}|{'-' * 14}|{'-' * 17}|")
+    for name, value in seconds.items():
+        print(f"| {name:34s} | {value:8.3f} | {work / value:12.1f} | {value / seconds[baseline]:15.2f} |")
+
+
+def tiny_image_tokens(repeats: int) -> dict[str, float]:
+    """(a) Image tokens of 16 rows (4 prompts x 4) at CFG 5 on the tiny Janus."""
     from t2ir1.policy.janus import JanusPolicy
+    from t2ir1.policy.prompts import image_prompt
     from t2ir1.policy.tiny import TinyJanusSpec, tiny_checkpoint
+    from t2ir1.rollout.engine import GenerationEngine, SamplingOptions
     from t2ir1.rollout.sampling import prompt_generators
     from t2ir1.testing.legacy_rollout import sample_image_tokens
+    from t2ir1.testing.original_rollout import original_image_tokens, right_padded_image_prompts
 
     cache = os.environ.get("T2IR1_CACHE", os.path.join(tempfile.gettempdir(), "t2ir1-bench"))
-    policy = JanusPolicy.from_pretrained(tiny_checkpoint(cache, TinyJanusSpec(**spec_kwargs)), local_files_only=True).eval()
+    spec = TinyJanusSpec(image_size=64, patch_size=8, codebook_size=1024, hidden_size=128, num_hidden_layers=2)
+    policy = JanusPolicy.from_pretrained(tiny_checkpoint(cache, spec), local_files_only=True).eval()
     prompts = [f"a photo of {n} red cubes left of a blue ball" for n in ("two", "three", "four", "five")]
-    group = rows // len(prompts)
-    texts = [p for p in prompts for _ in range(group)]
-    ids, mask = policy.encode_image_prompts(texts, [None] * len(texts))
-    n_tokens = rows * policy.num_image_tokens
+    texts = [p for p in prompts for _ in range(4)]
+    ids, mask = policy.encode_image_prompts(texts, [None] * len(texts))  # equal lengths: generate accepts them
+    right_ids, right_mask = right_padded_image_prompts(policy, [image_prompt(t, None) for t in texts])
+    engine = GenerationEngine(policy, SamplingOptions(cfg_weight=5.0))
+    seconds = _time_all(
+        {
+            "engine": lambda: engine.sample_images(ids, mask, 4, prompt_generators(range(4)), decode=False),
+            "pre-engine loop": lambda: sample_image_tokens(policy, ids, mask, 5.0, 1.0, prompt_generators(range(4))),
+            "transformers generate": lambda: policy.model.generate(
+                input_ids=ids, attention_mask=mask, generation_mode="image", do_sample=True, guidance_scale=5.0
+            ),
+            "original structure": lambda: original_image_tokens(policy, right_ids, right_mask, 5.0),
+        },
+        repeats,
+    )
+    _table("(a) tiny Janus, 16 rows x 64 image tokens, CFG 5 (tokens only)", seconds, 16 * 64, "image tok/s", "engine")
+    return seconds
 
-    def ours_batched():
-        sample_image_tokens(policy, ids, mask, cfg_weight=5.0, temperature=1.0, generators=prompt_generators(range(len(prompts))))
 
-    def hf_batched():
-        policy.model.generate(input_ids=ids, attention_mask=mask, generation_mode="image", do_sample=True, guidance_scale=5.0)
+def demo_rollout(repeats: int) -> dict[str, float]:
+    """(b) The ShapeWorld demo's rollout: B = 4 prompts, G = 8, CoT <= 40, 64 image tokens, CFG 1, decode."""
+    from t2ir1.policy.prompts import SYSTEM_PROMPT, load_reasoning_prompt
+    from t2ir1.rollout.engine import GenerationEngine, SamplingOptions
+    from t2ir1.rollout.sampling import prompt_generators
+    from t2ir1.shapeworld import load_policy
+    from t2ir1.shapeworld.prompts import heldout_records
+    from t2ir1.testing import legacy_rollout as legacy
+    from t2ir1.testing.original_rollout import original_rollout
 
-    def ours_no_guidance():
-        sample_image_tokens(policy, ids, mask, cfg_weight=1.0, temperature=1.0, generators=prompt_generators(range(len(prompts))))
+    policy = load_policy().eval()
+    template = load_reasoning_prompt("default")
+    batches = [[r.prompt for r in heldout_records(40)[i : i + 4]] for i in range(0, 40, 4)]
+    turn = {"engine": 0, "legacy": 0, "original": 0}
+    engine = GenerationEngine(policy, SamplingOptions(max_new_tokens=40, cfg_weight=1.0))
 
-    def ours_one_at_a_time():
-        for row in range(rows):
-            sample_image_tokens(policy, ids[row : row + 1], mask[row : row + 1], cfg_weight=5.0, temperature=1.0)
+    def batch(name):  # each call draws the next batch: same prompts for every method, round by round
+        turn[name] += 1
+        return batches[turn[name] % len(batches)]
 
-    results = []
-    for name, fn in (("t2ir1 batched", ours_batched), ("transformers generate (same batch)", hf_batched), ("t2ir1 one prompt at a time", ours_one_at_a_time), ("t2ir1 batched, w = 1 (no uncond.)", ours_no_guidance)):
-        seconds = _time(fn, repeats)
-        results.append((name, seconds, n_tokens / seconds))
-    return results
+    def engine_step():
+        prompts = batch("engine")
+        engine.generate(prompts, list(range(4)), group_size=8, reasoning_template=template, system_prompt=SYSTEM_PROMPT)
+
+    def legacy_step():
+        prompts = batch("legacy")
+        generators = prompt_generators(range(4))
+        ids, mask = policy.encode_semantic_prompts(prompts, template, SYSTEM_PROMPT)
+        semantic = legacy.sample_semantic_cot(policy, ids, mask, 8, 40, 1.0, generators)
+        img_ids, img_mask = policy.encode_image_prompts([p for p in prompts for _ in range(8)], semantic.texts)
+        tokens = legacy.sample_image_tokens(policy, img_ids, img_mask, 1.0, 1.0, generators)
+        policy.to_pil(policy.decode_images(tokens))
+
+    def original_step():
+        original_rollout(policy, batch("original"), template, SYSTEM_PROMPT, 8, 40, 1.0)
+
+    seconds = _time_all({"engine": engine_step, "pre-engine loop": legacy_step, "original structure": original_step}, repeats)
+    _table("(b) ShapeWorld demo rollout: B 4 x G 8, CoT <= 40, 64 image tokens, CFG 1, VQ decode", seconds, 32, "images/s", "engine")
+    print(f"engine vs pre-engine loop: {seconds['pre-engine loop'] / seconds['engine']:.2f}x (target >= 3)")
+    return seconds
+
+
+def copy_bandwidth(nbytes: int = 1 << 28) -> float:
+    """Bytes per second of a large tensor copy (read + write counted)."""
+    source = torch.empty(nbytes // 4, dtype=torch.float32).normal_()
+    target = torch.empty_like(source)
+    target.copy_(source)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        target.copy_(source)
+        best = min(best, time.perf_counter() - start)
+    return 2 * nbytes / best
+
+
+def real_size_steps(rows: int, tokens: int, repeats: int) -> dict[str, float]:
+    """(c) Per-token latency of image decoding at Janus-Pro-1B's dimensions (random weights, fp32, CFG 5)."""
+    from t2ir1.rollout.engine import GenerationEngine, SamplingOptions
+    from t2ir1.rollout.sampling import prompt_generators
+    from t2ir1.testing.legacy_rollout import sample_image_tokens
+    from t2ir1.testing.real_size import random_janus_policy
+
+    policy = random_janus_policy("janus_pro_1b", dtype=torch.float32)
+    policy.model.config.vision_config.num_image_tokens = tokens  # a shortened image: the step is the unit
+    ids, mask = policy.encode_image_prompts(["a photo of a red cube"] * rows, [None] * rows)
+    engine = GenerationEngine(policy, SamplingOptions(cfg_weight=5.0))
+    seconds = _time_all(
+        {
+            "engine": lambda: engine.sample_images(ids, mask, rows, prompt_generators([0]), decode=False),
+            "pre-engine loop": lambda: sample_image_tokens(policy, ids, mask, 5.0, 1.0, prompt_generators([0])),
+            "transformers generate": lambda: policy.model.generate(
+                input_ids=ids, attention_mask=mask, generation_mode="image", do_sample=True, guidance_scale=5.0,
+                max_new_tokens=tokens,
+            ),
+        },
+        repeats,
+    )
+    per_step = {name: value / tokens for name, value in seconds.items()}
+    weight_bytes = sum(
+        p.numel() * p.element_size()
+        for part in (policy.language_model, policy.generation_head, policy.model.model.generation_embeddings,
+                     policy.model.model.generation_aligner)
+        for p in part.parameters()
+    )  # fmt: skip
+    floor = weight_bytes / copy_bandwidth()
+    print(f"\n## (c) Janus-Pro-1B dimensions, random fp32 weights, {rows} rows x {tokens} image tokens, CFG 5")
+    print(f"weights read per step: {weight_bytes / 2**30:.2f} GiB; at the measured copy bandwidth that takes {1e3 * floor:.0f} ms")
+    print(f"| {'method':34s} | {'ms / token':>10s} | {'x weight-read time':>18s} | {'engine speed-up':>15s} |")
+    print(f"|{'-' * 36}|{'-' * 12}|{'-' * 20}|{'-' * 17}|")
+    for name, value in per_step.items():
+        print(f"| {name:34s} | {1e3 * value:10.1f} | {value / floor:18.2f} | {value / per_step['engine']:15.2f} |")
+    return seconds
 
 
 _CHILD = r"""
@@ -109,8 +222,10 @@ def logprob_memory(variant: str, rows: int, positions: int, hidden: int, vocab: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=16, help="B x G rows of the rollout (default 16)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (median)")
+    parser.add_argument("--skip-real", action="store_true", help="skip (c), the Janus-Pro-1B-size model (8 GB of RAM)")
+    parser.add_argument("--real-rows", type=int, default=2, help="rows of (c) (CFG doubles them)")
+    parser.add_argument("--real-tokens", type=int, default=16, help="image tokens per row in (c)")
     parser.add_argument("--hidden", type=int, default=2048, help="hidden size for the memory test (Janus-Pro-1B: 2048)")
     parser.add_argument("--memory-rows", type=int, default=2, help="rows of the memory test")
     parser.add_argument("--cot-len", type=int, default=256, help="CoT length of the text memory test")
@@ -118,17 +233,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
-    spec = {"image_size": 64, "patch_size": 8, "codebook_size": 1024, "hidden_size": 128, "num_hidden_layers": 2}
-    print(f"## Rollout speed (tiny Janus: 8x8 = 64 image tokens, codebook 1024, hidden 128; {args.rows} rows, CFG)")
-    results = rollout_speed(args.rows, args.repeats, spec)
-    ours = results[0][2]
-    print(f"| {'method':36s} | {'seconds':>8s} | {'image tok/s':>11s} | {'t2ir1 / this':>12s} |")
-    print(f"|{'-' * 38}|{'-' * 10}|{'-' * 13}|{'-' * 14}|")
-    for name, seconds, rate in results:
-        print(f"| {name:36s} | {seconds:8.3f} | {rate:11.1f} | {ours / rate:12.2f} |")
-    print(f"ratio vs transformers generate: {ours / results[1][2]:.2f} (target >= 1.0)")
-    print(f"ratio vs one prompt at a time:  {ours / results[2][2]:.2f} (target >= 4 for B x G = 16)")
-    print(f"w = 1 vs w = 5, t2ir1 batched:   {results[3][2] / ours:.2f} (half the rows; per-token overhead keeps it under 2)")
+    tiny = tiny_image_tokens(args.repeats)
+    print(f"engine vs transformers generate: {tiny['transformers generate'] / tiny['engine']:.2f}x (target >= 1)")
+    print(f"engine vs original structure:    {tiny['original structure'] / tiny['engine']:.2f}x")
+    demo_rollout(args.repeats)
+    if not args.skip_real:
+        real = real_size_steps(args.real_rows, args.real_tokens, max(1, args.repeats - 1))
+        print(f"engine vs pre-engine loop at 1B size: {real['pre-engine loop'] / real['engine']:.2f}x (target >= 1)")
 
     print(f"\n## Log-prob peak memory, forward + backward ({args.memory_rows} rows, hidden {args.hidden}, {args.chunk} logits per chunk)")
     print(f"| {'head':32s} | {'naive MiB':>10s} | {'chunked MiB':>11s} | {'ratio':>6s} |")

@@ -223,7 +223,7 @@ def read_prompts(spec) -> list[str]:
 
 def image_name(prompt: str, sample_index: int) -> str:
     """Named by the prompt's text, so that another prompt list in the same folder never reuses a name."""
-    from t2ir1.provenance import prompt_digest
+    from t2ir1.output_keys import prompt_digest
 
     return f"{IMAGES_DIR}/{prompt_digest(prompt)}_{sample_index:02d}.png"
 
@@ -285,8 +285,8 @@ def write_grid(out_dir: Path, rows: list[dict], max_images: int, columns: int, c
 
 def _claim(cfg, out_dir: Path) -> str:
     """The settings key of this run, recorded in ``out_dir/run.json`` (refused if it differs)."""
+    from t2ir1.output_keys import claim_output_dir, generation_settings
     from t2ir1.policy.prompts import load_reasoning_prompt
-    from t2ir1.provenance import claim_output_dir, generation_settings
 
     settings = generation_settings(
         cfg.model,

@@ -331,6 +331,7 @@ def check_eval_config(cfg: DictConfig) -> None:
         number("score.batch_size", 1, integer=True),
         number("limit", 1, integer=True, nullable=True, note="null = every prompt"),
         number("benchmark.n_per_prompt", 1, integer=True),
+        number("processes", 1, integer=True, note="worker processes; one per GPU when there are GPUs"),
     ]
     _raise(_inference_problems(cfg) + _problems(cfg, rules), "eval.py")
 

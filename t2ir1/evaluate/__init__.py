@@ -1,4 +1,5 @@
-"""Benchmark harnesses: GenEval, T2I-CompBench, WISE, ShapeWorld-Bench (``python eval.py benchmark=...``)."""
+"""Benchmark harnesses: GenEval, T2I-CompBench, WISE, DPG-Bench, GenEval++, Imagine-Bench, OneIG-Bench,
+ShapeWorld-Bench (``python eval.py benchmark=...``)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ A benchmark is a plain object (built by Hydra from ``conf/benchmark/<name>.yaml`
 * ``image_path(root, item, sample_index)`` -- the benchmark's own naming, so that the
   official scorer can read the same folder;
 * ``prepare_item(root, item)`` -- files the official layout needs beside the images;
+* ``finalize_item(root, item)`` -- files made from an item's images once they exist (grids);
+* ``source_files()`` / ``describe_judges()`` -- what ``results.json`` records as provenance;
 * ``setup(device)`` / ``score(entries)`` -- load the judges once, then score a batch of
   images (one JSON-able row per image with at least ``score`` and ``category``);
 * ``summarize(rows)`` -- the per-category table and the benchmark's overall number.
@@ -68,6 +70,8 @@ class Benchmark:
     categories: tuple[str, ...] = ()
     # images per prompt the benchmark prescribes
     n_per_prompt: int = 1
+    # score all images of an item in one ``score`` call (per-prompt measures such as diversity)
+    group_by_item: bool = False
 
     def load_items(self) -> list[EvalItem]:
         raise NotImplementedError
@@ -85,6 +89,17 @@ class Benchmark:
 
     def prepare_item(self, root: Path, item: EvalItem) -> None:
         """Write what the official layout needs beside an item's images (default: nothing)."""
+
+    def finalize_item(self, root: Path, item: EvalItem) -> None:
+        """Write what is made from an item's images once they exist (default: nothing)."""
+
+    def source_files(self) -> list[Path]:
+        """The benchmark files its items come from (hashed into ``results.json``)."""
+        return []
+
+    def describe_judges(self) -> dict[str, Any]:
+        """Identity of every judge model (id or path, revision or hash, endpoint model)."""
+        return {}
 
     def setup(self, device: str = "cpu") -> None:
         """Load the judges (default: nothing to load)."""

@@ -7,19 +7,34 @@ comma-separated list of parent proposition ids. Each question is answered yes/no
 judge on each tile of the 2x2 grid; a question whose parent is answered "no" counts 0; a
 prompt's score is the mean over its questions (and tiles); categories are the five broad ones.
 
-This module holds the file reading and the scoring math only; the VQA judge and the harness
-wiring are not part of it yet.
+Layout: singles ``<out>/singles/<item_id>_<k>.png`` (what the harness scores, k = tile index in
+row-major order) and the official 2x2 grid ``<out>/grids/<item_id>.png`` (what the official
+``compute_dpg_bench.py`` reads; a folder holding only grids is cut back into singles).
+
+**Differences from the official scorer:** the official judge is mPLUG-large through
+modelscope's pipeline, whose multi-modal extra resolves here only by downgrading protobuf,
+pytorch-lightning, huggingface_hub and transformers (it would break training); t2ir1 asks a transformers judge -- BLIP VQA (``benchmark/judge=blip_vqa``,
+yes when P(yes) > P(no)) or any chat VLM (``local_vlm`` / ``openai``, yes when the answer's first
+word is "yes"). Numbers from another judge are on another scale: compare runs with one judge.
+The tiles are scored as the singles they were cut from (identical pixels).
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from t2ir1.evaluate.base import BenchmarkFileError
+from t2ir1.evaluate.base import BenchmarkFileError, EvalItem, ImageEntry
+from t2ir1.evaluate.grid import GridBenchmark
+from t2ir1.evaluate.provenance import describe
+from t2ir1.evaluate.vqa import DEFAULT_QUESTION_TEMPLATE, as_yes_no
+
+log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("item_id", "proposition_id", "dependency", "category_broad", "question_natural_language")
 BROAD_CATEGORIES = ("global", "entity", "attribute", "relation", "other")
@@ -126,3 +141,128 @@ def summarize_dpg(
         if per_cat[c]:
             out[c] = 100.0 * sum(per_cat[c]) / len(per_cat[c])
     return out
+
+
+def read_dpg_prompts(prompts_dir: str | Path, item_ids: Sequence[str]) -> dict[str, str]:
+    """``{item_id: prompt}`` from ``<prompts_dir>/<item_id>.txt`` (stripped); errors name the file."""
+    folder = Path(prompts_dir).expanduser()
+    if not folder.is_dir():
+        raise BenchmarkFileError(
+            f"DPG-Bench prompt folder {folder} does not exist; set benchmark.prompts_dir to "
+            "<TencentQQGYLab/ELLA clone>/dpg_bench/prompts"
+        )
+    prompts = {}
+    for item in item_ids:
+        path = folder / f"{item}.txt"
+        if not path.is_file():
+            raise BenchmarkFileError(
+                f"{path}: prompt of DPG-Bench item {item} (it has questions in the CSV) is missing"
+            )
+        text = path.read_text(encoding="utf-8").strip()
+        if not text:
+            raise BenchmarkFileError(f"{path}: empty prompt")
+        prompts[item] = text
+    return prompts
+
+
+class DPGBenchmark(GridBenchmark):
+    """DPG-Bench: dense prompts, 2x2 grids, DSG-style yes/no questions with dependencies.
+
+    Args:
+        prompts_dir: the folder of ``<item_id>.txt`` prompts (``dpg_bench/prompts``).
+        csv_path: ``dpg_bench.csv``.
+        judge: a built yes/no judge (:class:`~t2ir1.evaluate.vqa.BlipYesNoJudge`) or a chat judge
+            (``LocalVlmJudge`` / ``OpenAICompatibleJudge``), wrapped with ``question_template``.
+        question_template: the chat judge's instruction (``{question}``).
+        n_per_prompt: images per prompt (official: 4, tiled 2x2).
+    """
+
+    name = "dpg"
+    categories = BROAD_CATEGORIES
+
+    def __init__(
+        self,
+        prompts_dir: str,
+        csv_path: str,
+        judge: Any,
+        question_template: str = DEFAULT_QUESTION_TEMPLATE,
+        n_per_prompt: int = 4,
+        name: str = "dpg",
+    ):
+        if n_per_prompt != self.grid_rows * self.grid_cols:
+            raise ValueError(
+                f"dpg: n_per_prompt must be {self.grid_rows * self.grid_cols} (a 2x2 grid), got {n_per_prompt}"
+            )
+        self.name = name
+        self.prompts_dir = prompts_dir
+        self.csv_path = csv_path
+        self.judge = as_yes_no(judge, question_template)
+        self.n_per_prompt = n_per_prompt
+        self.questions: dict[str, list[DPGQuestion]] = {}
+
+    def load_items(self) -> list[EvalItem]:
+        self.questions = read_dpg_questions(self.csv_path)
+        ids = sorted(self.questions)
+        prompts = read_dpg_prompts(self.prompts_dir, ids)
+        return [
+            EvalItem(key=item, prompt=prompts[item], category="dpg", index=i) for i, item in enumerate(ids)
+        ]
+
+    def image_path(self, root: Path, item: EvalItem, sample_index: int) -> Path:
+        return root / "singles" / f"{item.key}_{sample_index}.png"
+
+    def source_files(self) -> list[Path]:
+        return [Path(self.csv_path).expanduser(), Path(self.prompts_dir).expanduser()]
+
+    def describe_judges(self) -> dict[str, Any]:
+        return {"vqa": describe(self.judge)}
+
+    def setup(self, device: str = "cpu") -> None:
+        self.judge.setup(device)
+
+    def score(self, entries: Sequence[ImageEntry]) -> list[dict[str, Any]]:
+        if not self.questions:
+            self.questions = read_dpg_questions(self.csv_path)
+        pairs = [(e, q) for e in entries for q in self.questions[e.item.key]]
+        answers = self.judge.answer_yes_no([e.image for e, _ in pairs], [q.question for _, q in pairs])
+        rows = []
+        cursor = 0
+        for entry in entries:
+            questions = self.questions[entry.item.key]
+            mine = answers[cursor : cursor + len(questions)]
+            cursor += len(questions)
+            raw = {q.proposition_id: value for q, (value, _) in zip(questions, mine, strict=True)}
+            scored = apply_dependencies(questions, raw)
+            rows.append(
+                {
+                    "category": "dpg",
+                    "score": sum(scored.values()) / len(scored),
+                    "answers": {str(q.proposition_id): raw[q.proposition_id] for q in questions},
+                    "judge_outputs": [text for _, text in mine],
+                }
+            )
+        return rows
+
+    def summarize(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if not self.questions:
+            self.questions = read_dpg_questions(self.csv_path)
+        answers: dict[str, list[dict[int, float]]] = defaultdict(list)
+        for row in rows:
+            answers[row["key"]].append({int(k): float(v) for k, v in row["answers"].items()})
+        judged = {item: self.questions[item] for item in answers}
+        partial = sorted(item for item, tiles in answers.items() if len(tiles) != self.n_per_prompt)
+        out = summarize_dpg(judged, answers) if judged else {"overall": float("nan")}
+        counts: dict[str, int] = defaultdict(int)
+        for item, tiles in answers.items():
+            for q in judged[item]:
+                counts[q.category] += len(tiles)
+        categories = {c: {"score": out[c], "n": counts[c]} for c in BROAD_CATEGORIES if c in out}
+        notes: dict[str, Any] = {"prompts judged": len(judged), "scale": "percent"}
+        if partial:
+            notes["prompts with fewer than 4 tiles"] = len(partial)
+        return {
+            "categories": categories,
+            "overall": out["overall"],
+            "overall_rule": "mean over prompts of the mean question accuracy over the 4 tiles (dependency rule applied)",
+            "notes": notes,
+        }

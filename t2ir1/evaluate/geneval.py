@@ -19,8 +19,15 @@ length; ``left of`` when its x < -0.5, ``right of`` > 0.5, ``above`` y < -0.5, `
 
 Score: fraction of correct images per tag; overall = mean over the six tags.
 
-**Differences from the official scorer** (its detector, Mask2Former through mmdet, has
-no maintained pip package here): detection is GroundingDINO (transformers) prompted with
+Detectors: ``detector=mask2former`` runs transformers' Mask2Former (COCO instance segmentation,
+GenEval's model family) with GenEval's own thresholds (0.3, counting 0.9, no NMS) and classifies
+colour on the box crop with the pixels outside the mask painted grey, as GenEval does; the
+official checkpoint is mmdetection's Mask2Former Swin-S, whose weights differ from the
+transformers ones (``facebook/mask2former-swin-small-coco-instance``), so numbers move by a few
+points. ``detector=grounding_dino`` (the default here) is described next.
+
+**Differences from the official scorer** with ``grounding_dino`` (mmdet has no maintained pip
+package here): detection is GroundingDINO (transformers) prompted with
 the metadata's class names instead of a closed-set COCO detector, so scores are phrase
 logits, not class confidences -- the thresholds below are for those; duplicate boxes of
 one object are merged by NMS (``max_overlap``; GenEval keeps all, Mask2Former rarely
@@ -41,7 +48,7 @@ from typing import Any
 import torch
 
 from t2ir1.evaluate.base import Benchmark, BenchmarkFileError, EvalItem, ImageEntry
-from t2ir1.evaluate.judges import ClipJudge, GroundingDetector, crop_box
+from t2ir1.evaluate.judges import ClipJudge, GroundingDetector, Mask2FormerDetector, masked_crop
 from t2ir1.rewards.compositional import Box, Detection, nms
 
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
@@ -241,12 +248,16 @@ class GenEvalBenchmark(Benchmark):
     Args:
         metadata: path of GenEval's ``evaluation_metadata.jsonl``.
         n_per_prompt: images per prompt (GenEval: 4).
-        detector: kwargs of :class:`~t2ir1.evaluate.judges.GroundingDetector`.
+        detector: ``grounding_dino`` or ``mask2former`` (a dict is read as grounding_dino kwargs).
+        grounding_dino: kwargs of :class:`~t2ir1.evaluate.judges.GroundingDetector`, plus its
+            ``counting_threshold`` and ``max_overlap``.
+        mask2former: kwargs of :class:`~t2ir1.evaluate.judges.Mask2FormerDetector`, plus its
+            ``counting_threshold`` and ``max_overlap`` (GenEval's: 0.9 and 1.0).
         clip: kwargs of :class:`~t2ir1.evaluate.judges.ClipJudge` (GenEval: ViT-L/14 OpenAI).
         threshold: detection score threshold (GenEval: 0.3).
-        counting_threshold: threshold for ``counting`` prompts (GenEval: 0.9 on Mask2Former scores).
+        counting_threshold: threshold for ``counting`` prompts (null: the detector's own).
         max_objects: most detections kept per class (GenEval: 16).
-        max_overlap: NMS IoU between boxes of one class (GenEval: 1.0 = none).
+        max_overlap: NMS IoU between boxes of one class (null: the detector's own; 1.0 = none).
         position_threshold: the relation rule's size margin (GenEval: 0.1).
         colors: the colour classes (GenEval's ten).
         color_templates: zero-shot templates with ``{c}`` (colour) and ``{obj}`` (class).
@@ -259,26 +270,39 @@ class GenEvalBenchmark(Benchmark):
         self,
         metadata: str,
         n_per_prompt: int = 4,
-        detector: dict | None = None,
+        detector: str | dict | None = "grounding_dino",
         clip: dict | None = None,
         threshold: float = 0.3,
-        counting_threshold: float = 0.9,
+        counting_threshold: float | None = None,
         max_objects: int = 16,
-        max_overlap: float = 1.0,
+        max_overlap: float | None = None,
         position_threshold: float = 0.1,
         colors: Sequence[str] = COLORS,
         color_templates: Sequence[str] = COLOR_TEMPLATES,
         name: str = "geneval",
+        grounding_dino: dict | None = None,
+        mask2former: dict | None = None,
     ):
         self.name = name
         self.metadata_path = metadata
         self.n_per_prompt = n_per_prompt
-        self.detector = GroundingDetector(**(detector or {}))
+        if isinstance(detector, dict) or detector is None:
+            grounding_dino, detector = {**(grounding_dino or {}), **(detector or {})}, "grounding_dino"
+        own_defaults = {"grounding_dino": (0.35, 0.5), "mask2former": (0.9, 1.0)}
+        if detector not in own_defaults:
+            raise ValueError(f"geneval: detector {detector!r} is not one of {sorted(own_defaults)}")
+        settings = dict((grounding_dino if detector == "grounding_dino" else mask2former) or {})
+        own_counting = settings.pop("counting_threshold", own_defaults[detector][0])
+        own_overlap = settings.pop("max_overlap", own_defaults[detector][1])
+        self.detector_name = detector
+        self.detector = (
+            GroundingDetector(**settings) if detector == "grounding_dino" else Mask2FormerDetector(**settings)
+        )
         self.clip = ClipJudge(**(clip or {}))
         self.threshold = threshold
-        self.counting_threshold = counting_threshold
+        self.counting_threshold = own_counting if counting_threshold is None else counting_threshold
         self.max_objects = max_objects
-        self.max_overlap = max_overlap
+        self.max_overlap = own_overlap if max_overlap is None else max_overlap
         self.position_threshold = position_threshold
         self.colors = tuple(colors)
         self.color_templates = tuple(color_templates)
@@ -296,6 +320,22 @@ class GenEvalBenchmark(Benchmark):
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(item.meta) + "\n", encoding="utf-8")
+
+    def source_files(self) -> list[Path]:
+        return [Path(self.metadata_path).expanduser()]
+
+    def describe_judges(self) -> dict[str, Any]:
+        from t2ir1.evaluate.provenance import describe
+
+        return {
+            "detector": {"name": self.detector_name, **describe(self.detector)},
+            "clip": describe(self.clip),
+            "thresholds": {
+                "score": self.threshold,
+                "counting": self.counting_threshold,
+                "max_overlap": self.max_overlap,
+            },
+        }
 
     def setup(self, device: str = "cpu") -> None:
         self.detector.setup(device)
@@ -321,7 +361,7 @@ class GenEvalBenchmark(Benchmark):
             objects = group_detections(found, threshold, self.max_objects, self.max_overlap)
 
             def colors_of(classname: str, objs: list[Detection], image=entry.image) -> list[str]:
-                crops = [crop_box(image, d.box) for d in objs]
+                crops = [masked_crop(image, d.box, d.attributes.get("mask")) for d in objs]
                 return [self.colors[i] for i in self.clip.classify(crops, self.classifier(classname))]
 
             correct, reasons = evaluate_metadata(meta, objects, colors_of, self.position_threshold)

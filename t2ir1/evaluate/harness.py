@@ -9,7 +9,8 @@ Resumable at two levels:
   the file, fingerprint of the scoring config); only new or changed images are scored.
 
 Outputs in ``out_dir``: ``images/`` (benchmark naming), ``generations.jsonl`` (prompt, CoT,
-path of every generated image), ``scores.jsonl``, ``results.json``, ``results.md``.
+path of every generated image), ``scores.jsonl``, ``results.json`` (with its ``provenance``:
+benchmark file hashes, judges, generation protocol, versions), ``results.md``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from t2ir1.evaluate.base import Benchmark, EvalItem, ImageEntry
+from t2ir1.evaluate.provenance import file_hashes
 from t2ir1.evaluate.report import compare_table, results_table
 
 log = logging.getLogger(__name__)
@@ -78,12 +80,12 @@ def output_dir(cfg: DictConfig, benchmark_name: str, key: str | None = None) -> 
 
 
 def generation_settings_of(cfg: DictConfig, benchmark: Benchmark, overrides: dict) -> dict[str, Any]:
-    """Everything that determines this evaluation's images (see :mod:`t2ir1.provenance`)."""
+    """Everything that determines this evaluation's images, for its folder key (:mod:`t2ir1.output_keys`)."""
+    from t2ir1.output_keys import generation_settings as key_settings
     from t2ir1.policy.prompts import SYSTEM_PROMPT, load_reasoning_prompt
-    from t2ir1.provenance import generation_settings
 
-    sampling = {**OmegaConf.to_container(cfg.generation, resolve=True), **overrides}
-    return generation_settings(
+    sampling = generation_settings(cfg, overrides)
+    return key_settings(
         cfg.model,
         cfg.get("ckpt_path"),
         sampling,
@@ -97,7 +99,7 @@ def generation_settings_of(cfg: DictConfig, benchmark: Benchmark, overrides: dic
 
 def check_recorded_prompts(benchmark: Benchmark, items: Sequence[EvalItem], out_dir: Path) -> None:
     """Refuse an image whose ``generations.jsonl`` row names another prompt than its item's today."""
-    from t2ir1.provenance import OutputMismatchError
+    from t2ir1.output_keys import OutputMismatchError
 
     log_path = out_dir / GENERATIONS_JSONL
     if not log_path.is_file():
@@ -141,9 +143,19 @@ def missing_images(benchmark: Benchmark, root: Path, items: Sequence[EvalItem]) 
 
 
 def generate_missing(
-    cfg: DictConfig, benchmark: Benchmark, items: Sequence[EvalItem], out_dir: Path, overrides: dict
+    cfg: DictConfig,
+    benchmark: Benchmark,
+    items: Sequence[EvalItem],
+    out_dir: Path,
+    overrides: dict,
+    log_name: str = GENERATIONS_JSONL,
+    device: str | None = None,
 ) -> int:
-    """Generate and write the images of ``items`` that do not exist yet; returns how many were written."""
+    """Generate and write the images of ``items`` that do not exist yet; returns how many were written.
+
+    ``log_name`` is the generation log's file name (one per process when sharded, merged after),
+    ``device`` the policy's device (default: ``cfg.device``).
+    """
     from t2ir1.generate import engine_options, generate_samples
     from t2ir1.validation import build_policy
 
@@ -167,10 +179,10 @@ def generate_missing(
         len(items) - len(todo),
     )
     policy = build_policy(cfg.model, "eval.py model config")
-    policy = policy.to(resolve_device(cfg.device))
+    policy = policy.to(device or resolve_device(cfg.device))
     written = 0
     progress = tqdm(total=len(todo) * benchmark.n_per_prompt, desc=f"{benchmark.name}: generate", unit="img")
-    log_path = out_dir / GENERATIONS_JSONL
+    log_path = out_dir / log_name
 
     def write(batch) -> None:
         nonlocal written
@@ -240,11 +252,17 @@ def score_images(
     batch_size: int,
     device: str,
     rescore: bool = False,
+    cache_name: str = SCORES_JSONL,
 ) -> list[dict[str, Any]]:
-    """One row per existing image, in (item, sample) order; new or changed images are scored and cached."""
+    """One row per existing image, in (item, sample) order; new or changed images are scored and cached.
+
+    New rows are appended to ``cache_name`` (one file per process when sharded, merged after).
+    Benchmarks with ``group_by_item`` score an item's images together: when one of them is new,
+    all of them are scored again, and a scoring call never splits an item.
+    """
     root = out_dir / IMAGES_DIR
-    cache_path = out_dir / SCORES_JSONL
-    cache = {} if rescore else load_cache(cache_path)
+    cache_path = out_dir / cache_name
+    cache = {} if rescore else load_cache(out_dir / SCORES_JSONL)
     planned: list[tuple[EvalItem, int, Path, str, str]] = []
     absent = 0
     for item in items:
@@ -264,16 +282,26 @@ def score_images(
             rows[position] = cached
         else:
             todo.append(position)
+    chunks = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+    if benchmark.group_by_item and todo:
+        stale = {planned[p][0].key for p in todo}
+        todo = [p for p in range(len(planned)) if planned[p][0].key in stale]
+        chunks = []
+        for position in todo:
+            same_item = chunks and planned[chunks[-1][-1]][0].key == planned[position][0].key
+            if chunks and (same_item or len(chunks[-1]) < batch_size):
+                chunks[-1].append(position)
+            else:
+                chunks.append([position])
     if todo:
         benchmark.setup(device)
         log.info("scoring %d image(s) (%d cached)", len(todo), len(planned) - len(todo))
-        mode = "w" if rescore else "a"
+        mode = "w" if rescore and cache_name == SCORES_JSONL else "a"
         with (
             cache_path.open(mode, encoding="utf-8") as handle,
             tqdm(total=len(todo), desc=f"{benchmark.name}: score", unit="img") as bar,
         ):
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start : start + batch_size]
+            for chunk in chunks:
                 entries = []
                 for position in chunk:
                     item, sample, path, _, _ = planned[position]
@@ -300,25 +328,175 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+# ----------------------------------------------------------------------------- provenance
+def generation_settings(cfg: DictConfig, overrides: dict) -> dict[str, Any]:
+    """The generation settings in force: the top-level ``generation`` keys, then the benchmark's overrides."""
+    return {**OmegaConf.to_container(cfg.generation, resolve=True), **overrides}
+
+
+def provenance(
+    cfg: DictConfig, benchmark: Benchmark, settings: dict[str, Any], scoring_config: dict[str, Any]
+) -> dict[str, Any]:
+    """What produced a result: benchmark files, judges, generation protocol, scoring settings, versions."""
+    import t2ir1
+    from t2ir1.policy.prompts import load_reasoning_prompt
+
+    reasoning = settings.get("reasoning_prompt")
+    protocol = {
+        "n_per_prompt": benchmark.n_per_prompt,
+        "use_cot": bool(cfg.use_cot),
+        "seed": int(cfg.seed),
+        "seeds": f"per item: {type(benchmark).__name__}.item_seeds(seed) (default: generation_seed(seed, prompt text))",
+        **{k: v for k, v in settings.items() if k != "reasoning_prompt"},
+        "reasoning_prompt": {
+            "setting": reasoning,
+            "text": load_reasoning_prompt(reasoning) if reasoning is not None else None,
+        },
+    }
+    model = cfg.get("model") or {}
+    judge_free = {k: v for k, v in scoring_config.items() if k not in ("_target_", "name")}
+    return {
+        "benchmark": benchmark.name,
+        "files": file_hashes(benchmark.source_files()),
+        "judge": benchmark.describe_judges(),
+        "protocol": protocol,
+        "scoring": judge_free,
+        "model": {"tag": model_tag(cfg), "name_or_path": model.get("name_or_path") if model else None},
+        "images_generated_by_this_run": bool(cfg.generate),
+        "t2ir1_version": t2ir1.__version__,
+    }
+
+
+# ----------------------------------------------------------------------------- shards
+def shard(items: Sequence[EvalItem], rank: int, world_size: int) -> list[EvalItem]:
+    """Every ``world_size``-th item from ``rank``: disjoint shards that cover the list (seeds are per prompt)."""
+    return list(items[rank::world_size])
+
+
+def rank_device(device: str, rank: int) -> str:
+    """``auto`` -> ``cuda:<rank mod GPUs>`` when CUDA is there, else cpu; an explicit device is kept."""
+    import torch
+
+    if device == "auto":
+        return f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def merge_rank_files(out_dir: Path) -> None:
+    """Append the per-process generation logs and score caches to the shared files, then delete them."""
+    for shared, pattern in (
+        (GENERATIONS_JSONL, "generations.rank*.jsonl"),
+        (SCORES_JSONL, "scores.rank*.jsonl"),
+    ):
+        parts = sorted(out_dir.glob(pattern))
+        if not parts:
+            continue
+        with (out_dir / shared).open("a", encoding="utf-8") as handle:
+            for part in parts:
+                handle.write(part.read_text(encoding="utf-8"))
+                part.unlink()
+
+
+def evaluate_shard(cfg: DictConfig, out_dir: Path, rank: int, world_size: int) -> None:
+    """Generate and score one process's shard of the items (run by each of ``processes`` workers)."""
+    benchmark, overrides, scoring_config = build_benchmark(cfg.benchmark)
+    items = load_limited(cfg, benchmark)
+    mine = shard(items, rank, world_size)
+    device = rank_device(str(cfg.device), rank)
+    root = out_dir / IMAGES_DIR
+    for item in mine:
+        benchmark.prepare_item(root, item)
+        benchmark.finalize_item(root, item)
+    if cfg.generate:
+        generate_missing(cfg, benchmark, mine, out_dir, overrides, f"generations.rank{rank}.jsonl", device)
+    for item in mine:
+        benchmark.finalize_item(root, item)
+    score_images(
+        benchmark,
+        mine,
+        out_dir,
+        fingerprint(scoring_config),
+        batch_size=int(cfg.score.batch_size),
+        device=device,
+        rescore=bool(cfg.score.rescore),
+        cache_name=f"scores.rank{rank}.jsonl",
+    )
+    log.info("rank %d/%d: %d of %d item(s) done", rank, world_size, len(mine), len(items))
+
+
+def _shard_worker(rank: int, world_size: int, cfg_yaml: str, out_dir: str, port: int) -> None:
+    """One spawned evaluation process: join the (gloo) group, do its shard, wait for the others."""
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        evaluate_shard(OmegaConf.create(cfg_yaml), Path(out_dir), rank, world_size)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def run_processes(cfg: DictConfig, out_dir: Path, processes: int) -> None:
+    """Spawn ``processes`` workers (one per GPU when there are GPUs); returns when all are done."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log.info("evaluating with %d processes (disjoint prompt shards, per-prompt seeds)", processes)
+    mp.spawn(
+        _shard_worker,
+        args=(processes, OmegaConf.to_yaml(cfg, resolve=True), str(out_dir), port),
+        nprocs=processes,
+        join=True,
+    )
+
+
+def torchrun_context() -> tuple[int, int] | None:
+    """``(rank, world_size)`` when launched by torchrun (or any launcher that sets RANK/WORLD_SIZE)."""
+    import os
+
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return None
+
+
+def load_limited(cfg: DictConfig, benchmark: Benchmark) -> list[EvalItem]:
+    items = benchmark.load_items()
+    return items[: int(cfg.limit)] if cfg.get("limit") else items
+
+
 # ----------------------------------------------------------------------------- entry point
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate as configured (or, with ``compare``, tabulate finished runs); returns the summary."""
+    """Evaluate as configured (or, with ``compare``, tabulate finished runs); returns the summary.
+
+    ``processes: N`` spawns N workers (gloo group; one GPU each when there are GPUs) that generate
+    and score disjoint prompt shards with the same per-prompt seeds as one process, then this
+    process merges their logs and caches and writes the table. Under torchrun (RANK/WORLD_SIZE set)
+    each rank does its shard and rank 0 writes the table.
+    """
     if cfg.get("compare"):
-        table = compare_table([Path(p).expanduser() for p in cfg.compare])
+        table = compare_table(
+            [Path(p).expanduser() for p in cfg.compare],
+            allow_mismatch=bool(cfg.get("compare_allow_mismatch", False)),
+        )
         log.info("comparison of %d run(s):\n%s", len(cfg.compare), table)
         if cfg.get("compare_out"):
             Path(cfg.compare_out).expanduser().write_text(table + "\n", encoding="utf-8")
         return {"table": table}
 
-    from t2ir1.provenance import RUN_JSON, claim_output_dir, settings_key
+    from t2ir1.output_keys import RUN_JSON, claim_output_dir, settings_key
     from t2ir1.validation import check_eval_config, check_model_node
 
     check_eval_config(cfg)
     check_model_node(cfg.model, "eval.py model config")
     benchmark, overrides, scoring_config = build_benchmark(cfg.benchmark)
-    items = benchmark.load_items()
-    if cfg.get("limit"):
-        items = items[: int(cfg.limit)]
+    items = load_limited(cfg, benchmark)
     settings = generation_settings_of(cfg, benchmark, overrides)
     out_dir = output_dir(cfg, benchmark.name, settings_key(settings))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -333,20 +511,39 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         benchmark.n_per_prompt,
         out_dir,
     )
+    cfg = cfg.copy()
+    OmegaConf.update(cfg, "out_dir", str(out_dir), force_add=True)
+    launched = torchrun_context()
+    if cfg.score.rescore and launched is None:
+        # rescore: the cache is rewritten (under torchrun the new rows are appended and win on reading)
+        (out_dir / SCORES_JSONL).unlink(missing_ok=True)
 
-    if cfg.generate:
-        generate_missing(cfg, benchmark, items, out_dir, overrides)
+    processes = int(cfg.get("processes") or 1)
+    if launched is not None:
+        import torch.distributed as dist
+
+        rank, world_size = launched
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        evaluate_shard(cfg, out_dir, rank, world_size)
+        dist.barrier()
+        if rank != 0:
+            return {}
+    elif processes > 1:
+        run_processes(cfg, out_dir, processes)
     else:
-        for item in items:
-            benchmark.prepare_item(out_dir / IMAGES_DIR, item)
-    rows = score_images(
+        evaluate_shard(cfg, out_dir, 0, 1)
+    merge_rank_files(out_dir)
+    root = out_dir / IMAGES_DIR
+    for item in items:
+        benchmark.finalize_item(root, item)
+    rows = score_images(  # every row is cached by now: this reads them back in item order
         benchmark,
         items,
         out_dir,
         fingerprint(scoring_config),
         batch_size=int(cfg.score.batch_size),
         device=resolve_device(cfg.device),
-        rescore=bool(cfg.score.rescore),
     )
     summary = benchmark.summarize(rows)
     summary.update(
@@ -359,6 +556,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "settings_key": settings_key(settings),
             "n_prompts": len(items),
             "n_images": len(rows),
+            "provenance": provenance(cfg, benchmark, generation_settings(cfg, overrides), scoring_config),
         }
     )
     (out_dir / RESULTS_JSON).write_text(json.dumps(_json_safe(summary), indent=2) + "\n", encoding="utf-8")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
+from t2ir1.evaluate.provenance import model_provenance
 from t2ir1.rewards._common import (
     load_frozen,
     micro_batches,
@@ -51,6 +52,9 @@ class ClipJudge:
             "clip", CLIPModel, self.model_path, self.dtype_name, device, self.local_files_only
         )
         log.info("clip: loaded %s on %s", self.model_path, self.device)
+
+    def describe(self) -> dict:
+        return model_provenance(self.model_path, kind="clip", dtype=self.dtype_name)
 
     @torch.inference_mode()
     def image_features(self, images: Sequence[Image.Image]) -> torch.Tensor:
@@ -145,8 +149,13 @@ class BlipVqaJudge:
             "blip", BlipForQuestionAnswering, self.model_path, self.dtype_name, device, self.local_files_only
         )
         tokenizer = self.processor.tokenizer
-        self.answer_ids = single_token_ids(tokenizer, (self.yes_token, self.no_token), "blip", self.model_path)
+        self.answer_ids = single_token_ids(
+            tokenizer, (self.yes_token, self.no_token), "blip", self.model_path
+        )
         log.info("blip: loaded %s on %s", self.model_path, self.device)
+
+    def describe(self) -> dict:
+        return model_provenance(self.model_path, kind="blip_vqa", dtype=self.dtype_name)
 
     @torch.inference_mode()
     def yes_probability(self, images: Sequence[Image.Image], questions: Sequence[str]) -> torch.Tensor:
@@ -225,6 +234,11 @@ class GroundingDetector:
             self.member.setup(device)
             self.ready = True
 
+    def describe(self) -> dict:
+        return model_provenance(
+            self.member.model_path, kind="grounding_dino", box_threshold=self.member.box_threshold
+        )
+
     def detect(
         self, classes_per_image: Sequence[Sequence[str]], images: Sequence[Image.Image]
     ) -> list[list[Detection]]:
@@ -255,3 +269,125 @@ def crop_box(image: Image.Image, box: tuple[float, float, float, float]) -> Imag
     x1 = min(max(int(round(box[2])), x0 + 1), width)
     y1 = min(max(int(round(box[3])), y0 + 1), height)
     return image.crop((x0, y0, x1, y1))
+
+
+def mask_box(mask: torch.Tensor) -> tuple[float, float, float, float] | None:
+    """``(x_min, y_min, x_max, y_max)`` of a boolean ``[H, W]`` mask (pixel edges, max exclusive); None when empty."""
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    if len(xs) == 0:
+        return None
+    return (float(xs.min()), float(ys.min()), float(xs.max()) + 1.0, float(ys.max()) + 1.0)
+
+
+def masked_crop(
+    image: Image.Image, box: tuple[float, float, float, float], mask: torch.Tensor | None, grey: int = 128
+) -> Image.Image:
+    """The box crop with the pixels outside the object's mask painted grey (GenEval's colour input).
+
+    Without a mask it is the plain box crop.
+    """
+    crop = crop_box(image, box)
+    if mask is None:
+        return crop
+    width, height = image.size
+    x0 = min(max(int(round(box[0])), 0), width - 1)
+    y0 = min(max(int(round(box[1])), 0), height - 1)
+    inside = mask[y0 : y0 + crop.height, x0 : x0 + crop.width].to(torch.uint8).mul(255).numpy()
+    background = Image.new("RGB", crop.size, (grey, grey, grey))
+    return Image.composite(crop.convert("RGB"), background, Image.fromarray(inside, mode="L"))
+
+
+class Mask2FormerDetector:
+    """Closed-set COCO instance segmentation with transformers' Mask2Former (GenEval's model family).
+
+    Detections carry their boolean mask in ``attributes["mask"]``; the box is the mask's extent.
+    Labels come from the checkpoint's ``id2label`` (``label_aliases`` renames them to the
+    benchmark's class names where the two spell a class differently).
+
+    Args:
+        model_path: hub id or folder of a ``Mask2FormerForUniversalSegmentation`` + image processor
+            (GenEval's detector is mmdetection's Mask2Former Swin-S; the closest transformers
+            checkpoint is ``facebook/mask2former-swin-small-coco-instance``, with other weights).
+        score_floor: instances below this score are dropped before the benchmark's thresholds.
+    """
+
+    def __init__(
+        self,
+        model_path: str = "facebook/mask2former-swin-small-coco-instance",
+        score_floor: float = 0.0,
+        label_aliases: dict[str, str] | None = None,
+        dtype: str = "auto",
+        micro_batch_size: int = 4,
+        local_files_only: bool = False,
+    ):
+        self.model_path = model_path
+        self.score_floor = score_floor
+        self.label_aliases = dict(label_aliases or {})
+        self.dtype_name = dtype
+        self.micro_batch_size = micro_batch_size
+        self.local_files_only = local_files_only
+        self.model = None
+
+    def setup(self, device: str = "cpu") -> None:
+        from transformers import Mask2FormerForUniversalSegmentation
+
+        if self.model is not None:
+            return
+        self.processor, self.model, self.device, self.dtype = load_frozen(
+            "mask2former",
+            Mask2FormerForUniversalSegmentation,
+            self.model_path,
+            self.dtype_name,
+            device,
+            self.local_files_only,
+        )
+        self.id2label = {int(k): self.label_aliases.get(v, v) for k, v in self.model.config.id2label.items()}
+        log.info("mask2former: loaded %s on %s", self.model_path, self.device)
+
+    def describe(self) -> dict:
+        return model_provenance(
+            self.model_path, kind="mask2former", dtype=self.dtype_name, label_aliases=self.label_aliases
+        )
+
+    def instances(
+        self, segmentation: torch.Tensor, segments: Sequence[dict], classes: Sequence[str]
+    ) -> list[Detection]:
+        """Detections of the wanted ``classes`` from one post-processed image.
+
+        ``segmentation``: ``[H, W]`` segment ids (-1 = none); ``segments``: ``{id, label_id, score}``.
+        """
+        wanted = set(classes)
+        found = []
+        for segment in segments:
+            label = self.id2label.get(int(segment["label_id"]))
+            if label not in wanted or float(segment["score"]) < self.score_floor:
+                continue
+            mask = segmentation == int(segment["id"])
+            box = mask_box(mask)
+            if box is not None:
+                found.append(Detection(label, box, float(segment["score"]), {"mask": mask}))
+        return sorted(found, key=lambda d: -d.score)
+
+    @torch.inference_mode()
+    def detect(
+        self, classes_per_image: Sequence[Sequence[str]], images: Sequence[Image.Image]
+    ) -> list[list[Detection]]:
+        """Per image, the instances of its classes (label = class name), by decreasing score."""
+        if self.model is None:
+            raise not_setup_error("mask2former")
+        results: list[list[Detection]] = [[] for _ in images]
+        for chunk in micro_batches(len(images), self.micro_batch_size):
+            batch = [im.convert("RGB") for im in images[chunk]]
+            inputs = self.processor(images=batch, return_tensors="pt")
+            outputs = self.model(pixel_values=inputs["pixel_values"].to(self.device, self.dtype))
+            processed = self.processor.post_process_instance_segmentation(
+                outputs, threshold=self.score_floor, target_sizes=[(im.height, im.width) for im in batch]
+            )
+            for offset, result in enumerate(processed):
+                index = chunk.start + offset
+                if result.get("segmentation") is None or not result.get("segments_info"):
+                    continue
+                results[index] = self.instances(
+                    result["segmentation"].cpu(), result["segments_info"], classes_per_image[index]
+                )
+        return results

@@ -43,8 +43,15 @@ def load_results(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def compare_table(run_dirs: Sequence[Path]) -> str:
-    """Markdown: one row per run, one column per category (union, first run's order), then overall."""
+def compare_table(run_dirs: Sequence[Path], allow_mismatch: bool = False) -> str:
+    """Markdown: one row per run, one column per category (union, first run's order), then overall.
+
+    Runs scored by different judges, benchmark files or scoring settings are refused (unless
+    ``allow_mismatch``); different generation protocols are warned about loudly and listed under
+    the table (:func:`t2ir1.evaluate.provenance.check_comparable`).
+    """
+    from t2ir1.evaluate.provenance import check_comparable
+
     runs = [load_results(Path(d)) for d in run_dirs]
     benchmarks = sorted({r.get("benchmark", "?") for r in runs})
     if len(benchmarks) > 1:
@@ -64,4 +71,9 @@ def compare_table(run_dirs: Sequence[Path]) -> str:
             + " | ".join(cells)
             + f" | {_fmt(result.get('overall'))} |"
         )
+    names = [str(result.get("run", Path(d).name)) for d, result in zip(run_dirs, runs, strict=True)]
+    warnings = check_comparable(runs, names, allow_mismatch=allow_mismatch)
+    if warnings:
+        lines += ["", "**WARNING: these runs are not directly comparable**", ""]
+        lines += [f"- {line}" for line in warnings]
     return "\n".join(lines)

@@ -182,6 +182,17 @@ class T2ICompBenchBenchmark(Benchmark):
         number = item.index * self.n_per_prompt + sample_index
         return root / item.category / "samples" / f"{item.prompt}_{number:06d}.png"
 
+    def source_files(self) -> list[Path]:
+        names = [self.files[c] for c in self.selected]
+        names += [n for n in (self.complex_spatial_file, self.complex_action_file) if n]
+        return [self.prompts_dir / n for n in names]
+
+    def describe_judges(self) -> dict[str, Any]:
+        from t2ir1.evaluate.provenance import describe
+
+        judges = {"blip": self.blip, "clip": self.clip, "detector": self.detector}
+        return {k: describe(v) for k, v in judges.items() if v is not None}
+
     def setup(self, device: str = "cpu") -> None:
         for judge in (self.blip, self.clip, self.detector):
             if judge is not None:

@@ -40,6 +40,7 @@ import torch
 from PIL import Image
 
 from t2ir1.evaluate.base import Benchmark, BenchmarkFileError, EvalItem, ImageEntry, mean
+from t2ir1.evaluate.provenance import describe, model_provenance
 from t2ir1.rewards._common import check_local_path, freeze, micro_batches, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,15 @@ class LocalVlmJudge:
         self.model = freeze(model).to(self.device)
         log.info("wise judge: loaded %s on %s", self.model_path, self.device)
 
+    def describe(self) -> dict[str, Any]:
+        return model_provenance(
+            self.model_path,
+            kind="local_vlm",
+            decoding="greedy",
+            max_new_tokens=self.max_new_tokens,
+            dtype=self.dtype_name,
+        )
+
     @torch.inference_mode()
     def __call__(self, system: str, instructions: Sequence[str], images: Sequence[Image.Image]) -> list[str]:
         answers: list[str] = []
@@ -228,6 +238,14 @@ class OpenAICompatibleJudge:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.retry_wait_s = retry_wait_s
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "openai_compatible",
+            "endpoint": self.base_url,
+            "model": self.model,
+            "temperature": 0.0,
+        }
 
     def setup(self, device: str = "cpu") -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -355,6 +373,12 @@ class WiseBenchmark(Benchmark):
 
     def setup(self, device: str = "cpu") -> None:
         self.judge.setup(device)
+
+    def source_files(self) -> list[Path]:
+        return [Path(p).expanduser() for p in self.prompt_files]
+
+    def describe_judges(self) -> dict[str, Any]:
+        return {"judge": describe(self.judge)}
 
     def score(self, entries: Sequence[ImageEntry]) -> list[dict[str, Any]]:
         instructions = [

@@ -23,6 +23,7 @@ from t2ir1.policy.janus import JanusPolicy, ReferenceModel
 from t2ir1.policy.logprobs import image_logprobs, text_logprobs
 from t2ir1.policy.prompts import SYSTEM_PROMPT, load_reasoning_prompt
 from t2ir1.rewards.base import RewardOutput
+from t2ir1.rewards.overlap import scorer_for
 from t2ir1.rollout.engine import Generation, GenerationEngine, SamplingOptions
 from t2ir1.rollout.sampling import prompt_seed  # noqa: F401  (re-exported: saved code imports it from here)
 from t2ir1.scale.metrics import aggregation_weight, nanmean_with_count, pooled_std, weighted_means
@@ -209,8 +210,14 @@ class BiCoTGRPOModule(L.LightningModule):
     # ---------------------------------------------------------------- phases
     @torch.no_grad()
     def rollout(self, records: Sequence[PromptRecord], step: int) -> Rollout:
-        """Sample CoTs and images for ``records`` through the generation engine: ``B * G * k`` rows."""
+        """Sample CoTs and images for ``records`` through the generation engine: ``B * G * k`` rows.
+
+        With ``reward.async=true`` each decoded chunk is scored on a worker thread while the next
+        chunk is generated (``t2ir1.rewards.overlap``); the rollout then carries its rewards.
+        """
         s, timings = self.settings, {}
+        row_records = [r for r in records for _ in range(s.samples_per_prompt)]
+        scorer = scorer_for(self.reward, row_records)
         with _timed(timings, "rollout"):
             generation = self.engine.generate(
                 [r.prompt for r in records],
@@ -220,15 +227,20 @@ class BiCoTGRPOModule(L.LightningModule):
                 use_cot=s.uses_semantic_cot,
                 reasoning_template=self.reasoning_template,
                 system_prompt=s.system_prompt,
+                on_images=None if scorer is None else scorer.on_images,
             )
         timings.update({f"rollout_{phase}": seconds for phase, seconds in generation.timings.items()})
-        row_records = [r for r in records for _ in range(s.samples_per_prompt)]
-        return Rollout(row_records, generation, timings=timings)
+        rollout = Rollout(row_records, generation, timings=timings)
+        if scorer is not None:
+            with _timed(timings, "reward"):  # only the part generation did not hide
+                rollout.rewards = scorer.collect()
+        return rollout
 
     @torch.no_grad()
     def score(self, rollout: Rollout) -> RewardOutput:
-        with _timed(rollout.timings, "reward"):
-            rollout.rewards = self.reward(rollout.records, rollout.images)
+        if rollout.rewards is None:  # not already scored while generating (reward.async)
+            with _timed(rollout.timings, "reward"):
+                rollout.rewards = self.reward(rollout.records, rollout.images)
         return rollout.rewards
 
     @torch.no_grad()

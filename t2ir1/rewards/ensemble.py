@@ -25,6 +25,7 @@ from PIL import Image
 
 from t2ir1.data.records import PromptRecord
 from t2ir1.rewards.base import Reward, RewardOutput
+from t2ir1.rewards.overlap import async_option
 
 NAN_POLICIES = ("error", "drop")
 
@@ -42,7 +43,10 @@ class RewardEnsemble:
         weights: Mapping[str, float],
         nan_policy: str = "error",
         name: str = "ensemble",
+        **options: Any,
     ) -> None:
+        # ``async`` (a Python keyword) is the only option: score decode chunks while generating
+        self.scores_while_generating = async_option(options, "RewardEnsemble")
         members = dict(members)
         weights = {str(key): value for key, value in dict(weights).items()}
         if not members:

@@ -5,6 +5,17 @@ The engine calls ``on_images(start_row, images)`` as each decode chunk exists. A
 thread per chunk and ``collect()`` waits for every chunk and returns ONE
 ``RewardOutput`` for the whole batch, in row order, so the step's advantages still see
 the whole group. Rows must be covered exactly once; a gap or an overlap is an error.
+
+Which rewards overlap is configuration: ``reward.async=true`` (an option of
+``RewardEnsemble`` and ``RemoteReward``, read with :func:`async_option`) makes
+:func:`scorer_for` return a scorer; the training step then calls::
+
+    scorer = scorer_for(self.reward, row_records)  # None unless reward.async=true
+    generation = engine.generate(..., on_images=scorer.on_images if scorer else None)
+    rewards = scorer.collect() if scorer else self.reward(row_records, generation.images)
+
+With ``RemoteReward`` the worker thread only waits on the server, so the chunk is
+scored on the reward GPUs while the training GPU generates the next one.
 """
 
 from __future__ import annotations
@@ -18,6 +29,29 @@ from PIL import Image
 
 from t2ir1.data.records import PromptRecord
 from t2ir1.rewards.base import Reward, RewardOutput
+
+ASYNC_OPTION = "async"
+
+
+def async_option(options: dict[str, Any], owner: str) -> bool:
+    """The ``async`` flag of a reward config node (a Python keyword, so it arrives in ``**options``).
+
+    Any other leftover key is a config error naming ``owner``.
+    """
+    unknown = sorted(set(options) - {ASYNC_OPTION})
+    if unknown:
+        raise TypeError(f"{owner}: unknown option(s) {unknown}; the only extra reward option is 'async'")
+    value = options.get(ASYNC_OPTION, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}: reward.async = {value!r}; expected true or false")
+    return value
+
+
+def scorer_for(reward: Reward, records: Sequence[PromptRecord]) -> OverlappedScorer | None:
+    """An :class:`OverlappedScorer` for ``records`` when ``reward`` scores while generating, else None."""
+    if getattr(reward, "scores_while_generating", False):
+        return OverlappedScorer(reward, records)
+    return None
 
 
 def merge_values(values: list[Any], where: str) -> Any:

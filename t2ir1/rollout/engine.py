@@ -13,9 +13,13 @@ re-allocates; on small models that overhead *is* the step. Here:
 * the KV cache is allocated once per chunk of rows for its maximum length (prompt +
   ``max_new_tokens`` for the CoT, prompt + the image tokens for the image) and written in
   place;
-* masks and positions are built once; a decode step slices views of them (no allocation);
+* masks are built once and a table of rotary cos/sin once per chunk; a decode step slices
+  views of them and indexes the table (no allocation, no rotary recomputation);
 * the decoder layers are called part by part (norm, q/k/v, rotary, SDPA, o_proj, MLP) on
-  that cache, without ``LlamaModel.forward``'s per-call machinery;
+  that cache, without ``LlamaModel.forward``'s per-call machinery; on CPU the q/k/v and the
+  gate/up projections run as one matrix product each and residual additions are fused into
+  ``addmm``; grouped-query attention shares kv heads inside SDPA instead of copying them;
+* Gumbel noise is drawn per prompt in blocks of steps (:class:`GumbelNoise`), not per step;
 * finished CoT rows are dropped from the batch when half of the rows have finished;
 * at CFG weight 1 no unconditional rows run; with ``cfg_uncond="short"`` the unconditional
   rows attend only to ``BOS <begin_of_image>`` and their own image tokens;
@@ -168,64 +172,130 @@ class _StaticCache:
         self.values = self.values.index_select(1, rows)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+@dataclass
+class _Layer:
+    """A decoder layer's modules, and its projections fused into one matrix each where that pays.
+
+    On CPU every kernel launch costs about as much as the arithmetic of a tiny layer, so the
+    q/k/v projections run as one matrix product and gate/up as another (built from the live
+    weights at each generation, so training updates are seen). On accelerators the separate
+    weights are used as they are (no copy of the weights in memory).
+    """
+
+    module: torch.nn.Module
+    qkv: torch.Tensor | None = None  # [(h + 2 n_kv) d, H]
+    qkv_bias: torch.Tensor | None = None
+    gate_up: torch.Tensor | None = None  # [2 I, H]
 
 
-def _project(decoder: Decoder, layer, hidden: torch.Tensor, cos, sin):
-    """A layer's normed input -> rotated query ``[R, h, Q, d]``, rotated key and value ``[R, n_kv, Q, d]``."""
+def _norm(norm: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """``LlamaRMSNorm`` (float32 math); one fused kernel when the activations are float32."""
+    if hidden.dtype == torch.float32 and norm.weight.dtype == torch.float32:
+        return F.rms_norm(hidden, (hidden.shape[-1],), norm.weight, norm.variance_epsilon)
+    return norm(hidden)
+
+
+def _linear_residual(residual: torch.Tensor, inputs: torch.Tensor, linear: torch.nn.Module) -> torch.Tensor:
+    """``residual + linear(inputs)`` as one ``addmm`` (``[R, Q, *]`` each)."""
+    if linear.bias is not None or residual.dtype != linear.weight.dtype:
+        return residual + linear(inputs)
+    flat = residual.reshape(-1, residual.shape[-1])
+    return torch.addmm(flat, inputs.reshape(-1, inputs.shape[-1]), linear.weight.t()).view(residual.shape)
+
+
+def _project(decoder: Decoder, layer: _Layer, hidden: torch.Tensor, rotary: torch.Tensor):
+    """A layer's input -> rotated query ``[R, h, Q, d]``, rotated key and value ``[R, n_kv, Q, d]``.
+
+    ``rotary [R, Q, 2, d]`` holds cos and the signed sin of each position (:meth:`Decoder.rotary`):
+    ``x * cos + rotate_half(x) * sin == x * cos + roll(x, d / 2) * signed_sin``.
+    """
     rows, length = hidden.shape[:2]
-    attn = layer.self_attn
-    normed = layer.input_layernorm(hidden)
-    query = attn.q_proj(normed).view(rows, length, decoder.heads, decoder.head_dim).transpose(1, 2)
-    key = attn.k_proj(normed).view(rows, length, decoder.kv_heads, decoder.head_dim).transpose(1, 2)
-    value = attn.v_proj(normed).view(rows, length, decoder.kv_heads, decoder.head_dim).transpose(1, 2)
-    return query * cos + _rotate_half(query) * sin, key * cos + _rotate_half(key) * sin, value
+    h, kv, d = decoder.heads, decoder.kv_heads, decoder.head_dim
+    attn = layer.module.self_attn
+    normed = _norm(layer.module.input_layernorm, hidden)
+    cos, sin = rotary[:, :, :1], rotary[:, :, 1:]  # [R, Q, 1, d]
+    if layer.qkv is not None:
+        qkv = F.linear(normed, layer.qkv, layer.qkv_bias).view(rows, length, h + 2 * kv, d)
+        qk = qkv[:, :, : h + kv]
+        qk = qk * cos + qk.roll(d // 2, dims=-1) * sin  # queries and keys rotated at once
+        query, key, value = qk[:, :, :h], qk[:, :, h:], qkv[:, :, h + kv :]
+    else:
+        query = attn.q_proj(normed).view(rows, length, h, d)
+        key = attn.k_proj(normed).view(rows, length, kv, d)
+        value = attn.v_proj(normed).view(rows, length, kv, d)
+        query = query * cos + query.roll(d // 2, dims=-1) * sin
+        key = key * cos + key.roll(d // 2, dims=-1) * sin
+    return query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
 
 
-def _finish_layer(decoder: Decoder, layer, hidden: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+def _finish_layer(decoder: Decoder, layer: _Layer, hidden: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
     """Attention output ``[R, h, Q, d]`` -> o_proj + residual, then the MLP block + residual."""
     rows, length = hidden.shape[:2]
+    module = layer.module
     attended = attended.transpose(1, 2).reshape(rows, length, decoder.heads * decoder.head_dim)
-    hidden = hidden + layer.self_attn.o_proj(attended)
-    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+    hidden = _linear_residual(hidden, attended, module.self_attn.o_proj)
+    normed = _norm(module.post_attention_layernorm, hidden)
+    mlp = module.mlp
+    if layer.gate_up is not None:
+        gate, up = F.linear(normed, layer.gate_up).chunk(2, dim=-1)
+    else:
+        gate, up = mlp.gate_proj(normed), mlp.up_proj(normed)
+    return _linear_residual(hidden, mlp.act_fn(gate) * up, mlp.down_proj)
 
 
 class Decoder:
     """Runs a LLaMA-layout ``language_model`` (Janus's) on a :class:`_StaticCache`.
 
-    The layer parts are the model's own modules (``input_layernorm``, ``self_attn.q_proj`` ...,
-    ``mlp``), the rotary table its ``rotary_emb``: the arithmetic is ``LlamaDecoderLayer``'s,
-    tested token for token against ``LlamaModel.forward`` and transformers' ``generate``.
+    The layer parts are the model's own modules and weights (``input_layernorm``,
+    ``self_attn.q_proj`` ..., ``mlp``), the rotary table comes from its ``rotary_emb``: the
+    arithmetic is ``LlamaDecoderLayer``'s, tested token for token against ``LlamaModel.forward``
+    and transformers' ``generate``.
     """
 
     def __init__(self, language_model: torch.nn.Module):
         config = language_model.config
         self.lm = language_model
-        self.layers = list(language_model.layers)[: config.num_hidden_layers]
+        self.modules = list(language_model.layers)[: config.num_hidden_layers]
+        self.layers = [_Layer(module) for module in self.modules]
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.groups = self.heads // self.kv_heads
 
+    def refresh(self, fuse: bool) -> None:
+        """Take the layers' current weights (fused copies when ``fuse``; see :class:`_Layer`)."""
+        self.layers = []
+        for module in self.modules:
+            attn, mlp = module.self_attn, module.mlp
+            layer = _Layer(module)
+            fusable = all(getattr(mlp, name).bias is None for name in ("gate_proj", "up_proj"))
+            if fuse and fusable:
+                projections = (attn.q_proj, attn.k_proj, attn.v_proj)
+                layer.qkv = torch.cat([p.weight for p in projections]).detach()
+                if attn.q_proj.bias is not None:
+                    layer.qkv_bias = torch.cat([p.bias for p in projections]).detach()
+                layer.gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach()
+            self.layers.append(layer)
+
     def new_cache(self, rows: int, length: int, dtype, device) -> _StaticCache:
         return _StaticCache(len(self.layers), rows, self.kv_heads, length, self.head_dim, dtype, device)
 
-    def rotary(self, hidden: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cos, sin = self.lm.rotary_emb(hidden, positions)  # [R, Q, d] each
-        return cos.unsqueeze(1), sin.unsqueeze(1)  # [R, 1, Q, d]
+    def rotary_table(self, length: int, dtype, device) -> torch.Tensor:
+        """``[length, 2, d]``: cos and signed sin (``-sin`` on the first half) of positions ``0 .. length-1``."""
+        positions = torch.arange(length, device=device)[None]
+        cos, sin = self.lm.rotary_emb(torch.empty(1, length, 1, dtype=dtype, device=device), positions)
+        half = self.head_dim // 2
+        sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+        return torch.stack([cos[0], sin[0]], dim=1)
 
     def _attend(self, query, keys, values, mask):
-        if self.groups > 1:  # grouped-query attention: share each kv head across its query heads
-            keys = keys.repeat_interleave(self.groups, dim=1)
-            values = values.repeat_interleave(self.groups, dim=1)
-        return F.scaled_dot_product_attention(query, keys, values, attn_mask=mask)
+        # grouped-query attention: SDPA shares each kv head across its query heads (no copy)
+        return F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, enable_gqa=self.groups > 1)
 
     def forward(
         self,
         hidden: torch.Tensor,
-        positions: torch.Tensor,
+        rotary: torch.Tensor,
         cache: _StaticCache,
         start: int,
         key_mask: torch.Tensor,
@@ -235,16 +305,14 @@ class Decoder:
         """Run ``hidden [R, Q, H]`` at cache slots ``[start, start + Q)``; returns normed states ``[R, Q, H]``.
 
         Args:
-            positions: ``[R, Q]`` rotary positions.
+            rotary: ``[R, Q, 2, d]`` rows of :meth:`rotary_table` at each query's position.
             key_mask: ``[R, 1, Q, start + Q]`` bool, True where a query may attend a key.
             split, split_offset: rows ``[split:]`` (the short unconditional rows) attend only to
                 keys from slot ``split_offset`` on.
         """
-        rows, length = hidden.shape[:2]
-        end = start + length
-        cos, sin = self.rotary(hidden, positions)
+        end = start + hidden.shape[1]
         for index, layer in enumerate(self.layers):
-            query, key, value = _project(self, layer, hidden, cos, sin)
+            query, key, value = _project(self, layer, hidden, rotary)
             cache.keys[index, :, :, start:end] = key
             cache.values[index, :, :, start:end] = value
             keys, values = cache.keys[index, :, :, :end], cache.values[index, :, :, :end]
@@ -263,7 +331,7 @@ class Decoder:
                     ]
                 )
             hidden = _finish_layer(self, layer, hidden, out)
-        return self.lm.norm(hidden)
+        return _norm(self.lm.norm, hidden)
 
 
 class StaticDecodeStep(torch.nn.Module):
@@ -277,16 +345,15 @@ class StaticDecodeStep(torch.nn.Module):
         super().__init__()
         self.decoder = decoder
 
-    def forward(self, hidden, positions, keys, values, slot, key_valid):
+    def forward(self, hidden, rotary, keys, values, slot, key_valid):
         d = self.decoder
-        cos, sin = d.rotary(hidden, positions)
         mask = key_valid[:, None, None, :]  # [R, 1, 1, S]
         for index, layer in enumerate(d.layers):
-            query, key, value = _project(d, layer, hidden, cos, sin)
+            query, key, value = _project(d, layer, hidden, rotary)
             keys[index].index_copy_(2, slot.view(1), key)
             values[index].index_copy_(2, slot.view(1), value)
             hidden = _finish_layer(d, layer, hidden, d._attend(query, keys[index], values[index], mask))
-        return d.lm.norm(hidden)
+        return _norm(d.lm.norm, hidden)
 
 
 def _prefill_mask(valid: torch.Tensor) -> torch.Tensor:
@@ -326,6 +393,41 @@ def _compute_dtype(parameter: torch.Tensor) -> torch.dtype:
     return parameter.dtype
 
 
+class GumbelNoise:
+    """Gumbel noise of every sampling step, drawn per prompt in blocks of steps.
+
+    Sampling is ``argmax(logits + g)`` with ``g = -log(E)``, ``E ~ Exp(1)`` (Gumbel-max). Each
+    prompt's generator draws ``[block, rows_per_generator, V]`` uniforms at once for its own
+    rows, so one call serves ``block`` steps instead of one call per prompt per step, and a
+    prompt's stream does not depend on its batch (the block size depends only on
+    ``rows_per_generator`` and ``V``).
+    """
+
+    #: uniforms drawn per prompt at once (bytes); bounds the noise held in memory
+    BLOCK_BYTES = 4 << 20
+
+    def __init__(self, generators: Sequence[torch.Generator], rows_per_generator: int, vocab: int, steps: int, device):
+        self.generators = list(generators)
+        self.rows, self.vocab, self.device = rows_per_generator, vocab, device
+        self.block = max(1, min(steps, self.BLOCK_BYTES // (4 * rows_per_generator * vocab)))
+        self._first, self._noise = 0, None  # steps [first, first + block) are in _noise
+
+    def __call__(self, step: int) -> torch.Tensor:
+        """``[len(generators) * rows_per_generator, V]`` noise of ``step`` (steps are asked in order)."""
+        if self._noise is None or step >= self._first + self.block:
+            self._first = step if self._noise is None else self._first + self.block
+            uniform = torch.stack(
+                [
+                    torch.rand(self.block, self.rows, self.vocab, generator=g, device=g.device, dtype=torch.float32)
+                    for g in self.generators
+                ],
+                dim=1,
+            ).to(self.device)  # [block, P, rows, V]
+            exponential = (-torch.log(uniform.clamp_min(1e-20))).clamp_min(1e-20)  # Exp(1) draws, never 0
+            self._noise = (-torch.log(exponential)).flatten(1, 2)  # [block, P * rows, V]
+        return self._noise[step - self._first]
+
+
 # ----------------------------------------------------------------------------- the engine
 class GenerationEngine:
     """Generates batches for one policy with fixed :class:`SamplingOptions`.
@@ -349,6 +451,10 @@ class GenerationEngine:
             self._decoder = Decoder(self.policy.language_model)
             self._static_step = None
         return self._decoder
+
+    def _refresh(self) -> None:
+        """Read the live weights (training changes them between generations); fuse them on CPU."""
+        self.decoder.refresh(fuse=self.policy.lm_head.weight.device.type == "cpu")
 
     def _step_fn(self) -> Callable | None:
         if self.options.compile == "none":
@@ -454,56 +560,74 @@ class GenerationEngine:
 
     # ------------------------------------------------------------------ semantic level
     def sample_cot(
-        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, group_size: int, generators: list[torch.Generator]
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        group_size: int,
+        generators: list[torch.Generator] | None,
     ) -> dict:
-        """``group_size`` CoTs per prompt; ids/mask/log-probs ``[B*G, C]``, texts, expanded prompts."""
+        """``group_size`` CoTs per prompt; ids/mask/log-probs ``[B*G, C]``, texts, expanded prompts.
+
+        ``generators``: one per prompt (``None``: greedy at temperature 0, else the global RNG).
+        """
         o, policy, d = self.options, self.policy, self.decoder
+        self._refresh()
         ids = prompt_ids.repeat_interleave(group_size, dim=0)  # [B*G, P]
         mask = prompt_mask.repeat_interleave(group_size, dim=0)
         rows, length = ids.shape
+        device = ids.device
         total = length + o.max_new_tokens
-        embed = self.policy.language_model.get_input_embeddings()
-        hidden = embed(ids)
-        cache = d.new_cache(rows, total, _compute_dtype(policy.lm_head.weight), ids.device)
-        key_valid = torch.zeros(rows, total, dtype=torch.bool, device=ids.device)  # generated slots open per step
+        embed = policy.language_model.get_input_embeddings()
+        dtype = _compute_dtype(policy.lm_head.weight)
+        cache = d.new_cache(rows, total, dtype, device)
+        key_valid = torch.zeros(rows, total, dtype=torch.bool, device=device)  # generated slots open per step
         key_valid[:, :length] = mask.bool()
         positions = positions_from_mask(mask)
-        out = d.forward(hidden, positions, cache, 0, _prefill_mask(mask))
+        table = d.rotary_table(int(positions.max()) + o.max_new_tokens + 1, dtype, device)
+        out = d.forward(embed(ids), table[positions], cache, 0, _prefill_mask(mask))
         last = out[:, -1]  # [B*G, H]
         position = positions[:, -1:]  # [B*G, 1]
-        tokens = torch.full((rows, o.max_new_tokens), policy.pad_id, dtype=torch.long, device=ids.device)
-        logps = torch.zeros(rows, o.max_new_tokens, dtype=torch.float32, device=ids.device)
-        lengths = torch.full((rows,), o.max_new_tokens, dtype=torch.long, device=ids.device)
-        active = torch.arange(rows, device=ids.device)  # rows still in the batch
-        unfinished = torch.ones(rows, dtype=torch.bool, device=ids.device)  # among `active`
+        tokens = torch.full((rows, o.max_new_tokens), policy.pad_id, dtype=torch.long, device=device)
+        logps = torch.zeros(rows, o.max_new_tokens, dtype=torch.float32, device=device)
+        lengths = torch.full((rows,), o.max_new_tokens, dtype=torch.long, device=device)
+        active = None  # indices of the rows still in the batch (None: all of them)
+        unfinished = torch.ones(rows, dtype=torch.bool, device=device)  # among the active rows
         greedy = o.text_temperature <= 0
+        noise = None
+        if not greedy and generators is not None:
+            noise = GumbelNoise(generators, group_size, policy.lm_head.out_features, o.max_new_tokens, device)
         for step in range(o.max_new_tokens):
             logits = sampling_logits(policy.lm_head(last), o.text_temperature, o.text_top_k, o.text_top_p)
-            next_token = self._draw_rows(logits, greedy, generators, group_size, active)
-            chosen = torch.log_softmax(logits, dim=-1).gather(-1, next_token[:, None]).squeeze(-1)
-            live = active[unfinished]
-            tokens[live, step] = next_token[unfinished]
-            logps[live, step] = chosen[unfinished]
+            if noise is not None:
+                step_noise = noise(step)
+                next_token = (logits + (step_noise if active is None else step_noise[active])).argmax(-1)
+            else:
+                next_token = draw(logits, greedy, None, 1)
+            chosen = logits.gather(-1, next_token[:, None]).squeeze(-1) - logits.logsumexp(-1)
+            # finished rows that are still in the batch write pad / 0 (nothing is indexed by a mask)
+            where = slice(None) if active is None else active
+            tokens[where, step] = torch.where(unfinished, next_token, policy.pad_id)
+            logps[where, step] = torch.where(unfinished, chosen, 0.0)
             ended = unfinished & (next_token == policy.eos_id)
-            lengths[active[ended]] = step + 1
+            lengths[where] = torch.where(ended, step + 1, lengths[where])
             unfinished = unfinished & ~ended
-            if step + 1 == o.max_new_tokens or not bool(unfinished.any()):
+            remaining = int(unfinished.sum())
+            if step + 1 == o.max_new_tokens or remaining == 0:
                 break
-            if unfinished.sum() * 2 <= unfinished.numel() and unfinished.numel() > 1:
+            if remaining * 2 <= unfinished.numel() and unfinished.numel() > 1:
                 keep = unfinished.nonzero().squeeze(-1)  # compact: finished rows stop costing compute
                 cache.select_rows(keep)
                 key_valid, position, next_token = key_valid[keep], position[keep], next_token[keep]
-                active, unfinished = active[keep], unfinished[keep]
+                active = keep if active is None else active[keep]
+                unfinished = unfinished[keep]
             position = position + 1
-            hidden = embed(next_token[:, None])  # [R, 1, H]
             slot = length + step
             key_valid[:, slot] = True
-            out = d.forward(hidden, position, cache, slot, key_valid[:, None, None, : slot + 1])
+            out = d.forward(embed(next_token[:, None]), table[position], cache, slot, key_valid[:, None, None, : slot + 1])
             last = out[:, -1]
         width = int(lengths.max())
         completion_ids = tokens[:, :width]
-        completion_mask = (torch.arange(width, device=ids.device)[None, :] < lengths[:, None]).long()
-        completion_ids = torch.where(completion_mask.bool(), completion_ids, torch.full_like(completion_ids, policy.pad_id))
+        completion_mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
         return {
             "prompt_ids": ids,
             "prompt_mask": mask,
@@ -512,26 +636,6 @@ class GenerationEngine:
             "logp": logps[:, :width] * completion_mask,
             "texts": policy.decode_text(completion_ids, completion_mask),
         }
-
-    @staticmethod
-    def _draw_rows(logits, greedy, generators, rows_per_generator, active) -> torch.Tensor:
-        """Draw for ``active`` rows (indices into the full ``[B*G]`` batch) from their prompts' generators.
-
-        Each prompt with a row still active draws noise for all of its ``G`` rows (finished or
-        not), so its random stream is the same whatever the batch and whichever rows finished.
-        """
-        if greedy or generators is None:
-            return draw(logits, greedy, None if greedy else generators, rows_per_generator)
-        owners = active // rows_per_generator  # prompt of each active row
-        prompts = torch.unique_consecutive(owners)
-        noise_logits = torch.full(
-            (len(prompts) * rows_per_generator, logits.shape[-1]), float("-inf"), device=logits.device
-        )
-        # scatter the active rows into their prompt's block; finished rows keep -inf (their draw is discarded)
-        block = torch.searchsorted(prompts, owners) * rows_per_generator + active % rows_per_generator
-        noise_logits[block] = logits
-        drawn = draw(noise_logits, False, [generators[int(p)] for p in prompts.tolist()], rows_per_generator)
-        return drawn[block]
 
     # ------------------------------------------------------------------ token level
     def sample_images(
@@ -543,6 +647,7 @@ class GenerationEngine:
         on_images: Callable[[int, list[Image.Image]], None] | None = None,
         position_ids: torch.Tensor | None = None,
         uncond_mask: torch.Tensor | None = None,
+        decode: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, list[Image.Image]]:
         """Image tokens ``[N, T]``, their sampling log-probs, and the decoded images, chunk by chunk.
 
@@ -555,8 +660,10 @@ class GenerationEngine:
                 real token); generated tokens continue from each row's last position.
             uncond_mask: ``[N, P]`` attention mask of the ``full`` unconditional rows (default:
                 ``prompt_mask``; the original attends to every position).
+            decode: also decode the images (``False``: tokens and log-probs only, no images).
         """
         o, policy = self.options, self.policy
+        self._refresh()
         n_rows, length = prompt_ids.shape
         per_chunk = self.chunk_prompts(
             rows_per_prompt, length + policy.num_image_tokens, policy.generation_head.vision_head.out_features, o.guided
@@ -573,8 +680,8 @@ class GenerationEngine:
                 None if position_ids is None else position_ids[rows],
                 None if uncond_mask is None else uncond_mask[rows],
             )
-            chunk_images = policy.to_pil(policy.decode_images(chunk_tokens, o.decode_micro_batch_size))
-            if on_images is not None:
+            chunk_images = policy.to_pil(policy.decode_images(chunk_tokens, o.decode_micro_batch_size)) if decode else []
+            if on_images is not None and decode:
                 on_images(rows.start, chunk_images)
             tokens.append(chunk_tokens)
             logps.append(chunk_logp)
@@ -605,42 +712,51 @@ class GenerationEngine:
             mask = torch.cat([mask, u_mask])
             positions = torch.cat([positions, u_positions])
         rows = ids.shape[0]
+        device = ids.device
         embed = policy.language_model.get_input_embeddings()
-        hidden = embed(ids)
-        cache = d.new_cache(rows, total, _compute_dtype(policy.lm_head.weight), ids.device)
-        key_valid = torch.zeros(rows, total, dtype=torch.bool, device=ids.device)  # generated slots open per step
+        dtype = _compute_dtype(policy.lm_head.weight)
+        cache = d.new_cache(rows, total, dtype, device)
+        key_valid = torch.zeros(rows, total, dtype=torch.bool, device=device)  # generated slots open per step
         key_valid[:, :length] = mask.bool()
+        table = d.rotary_table(int(positions.max()) + n_tokens + 1, dtype, device)
         # the prefill runs once over every slot (short unconditional rows mask their pads); decode
         # steps then read the short rows' keys from slot P - 2 on only
-        out = d.forward(hidden, positions, cache, 0, _prefill_mask(mask))
+        out = d.forward(embed(ids), table[positions], cache, 0, _prefill_mask(mask))
         last = out[:, -1]
         position = positions[:, -1:]
-        image_tokens = torch.empty(n_rows, n_tokens, dtype=torch.long, device=ids.device)
-        image_logp = torch.empty(n_rows, n_tokens, dtype=torch.float32, device=ids.device)
+        image_tokens = torch.empty(n_rows, n_tokens, dtype=torch.long, device=device)
+        image_logp = torch.empty(n_rows, n_tokens, dtype=torch.float32, device=device)
         greedy = o.image_temperature <= 0
+        noise = None
+        if not greedy and generators is not None:
+            vocab = policy.generation_head.vision_head.out_features
+            noise = GumbelNoise(generators, rows_per_prompt, vocab, n_tokens, device)
         step_fn = self._step_fn()
-        slot_tensor = torch.zeros((), dtype=torch.long, device=ids.device)
+        slot_tensor = torch.zeros((), dtype=torch.long, device=device)
         for step in range(n_tokens):
             logits = policy.generation_head(last)  # [rows, V_img]
             if o.guided:
                 cond, uncond_logits = logits[:n_rows], logits[n_rows:]
                 logits = uncond_logits + o.cfg_weight * (cond - uncond_logits)  # [n, V_img]
             logits = sampling_logits(logits, o.image_temperature, o.image_top_k, o.image_top_p)
-            next_token = draw(logits, greedy, None if greedy else generators, rows_per_prompt)
+            if noise is not None:
+                next_token = (logits + noise(step)).argmax(-1)
+            else:
+                next_token = draw(logits, greedy, None, 1)
             image_tokens[:, step] = next_token
-            image_logp[:, step] = torch.log_softmax(logits, dim=-1).gather(-1, next_token[:, None]).squeeze(-1)
+            image_logp[:, step] = logits.gather(-1, next_token[:, None]).squeeze(-1) - logits.logsumexp(-1)
             if step + 1 == n_tokens:
                 break
             fed = torch.cat([next_token, next_token]) if o.guided else next_token
-            hidden = policy.embed_image_tokens(fed[:, None]).to(cache.keys.dtype)  # [rows, 1, H]
+            hidden = policy.embed_image_tokens(fed[:, None]).to(dtype)  # [rows, 1, H]
             position = position + 1
             slot = length + step
             key_valid[:, slot] = True
             if step_fn is not None and split is None:
                 slot_tensor.fill_(slot)
-                out = step_fn(hidden, position, cache.keys, cache.values, slot_tensor, key_valid)
+                out = step_fn(hidden, table[position], cache.keys, cache.values, slot_tensor, key_valid)
             else:
-                out = d.forward(hidden, position, cache, slot, key_valid[:, None, None, : slot + 1], split, offset)
+                out = d.forward(hidden, table[position], cache, slot, key_valid[:, None, None, : slot + 1], split, offset)
             last = out[:, -1]
         return image_tokens, image_logp
 

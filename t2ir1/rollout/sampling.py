@@ -74,7 +74,7 @@ def sampling_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, to
 
     Temperature 0 means greedy; its "distribution" is reported at temperature 1 (filtered).
     """
-    scaled = logits.float() / temperature if temperature > 0 else logits.float()
+    scaled = logits.float() / temperature if temperature > 0 and temperature != 1 else logits.float()
     return filter_logits(scaled, top_k, top_p)
 
 

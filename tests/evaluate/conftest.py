@@ -12,8 +12,8 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 @pytest.fixture(scope="session")
 def judges(tmp_path_factory) -> dict[str, str]:
-    """Folders of a tiny CLIP, BLIP VQA and GroundingDINO (saved with save_pretrained)."""
-    from tiny_judges import build_tiny_blip, build_tiny_clip
+    """Folders of a tiny CLIP, BLIP VQA, GroundingDINO and Mask2Former (saved with save_pretrained)."""
+    from tiny_judges import build_tiny_blip, build_tiny_clip, build_tiny_mask2former
 
     from t2ir1.rewards.tiny import build_tiny_gdino
 
@@ -22,6 +22,7 @@ def judges(tmp_path_factory) -> dict[str, str]:
         "clip": str(build_tiny_clip(folder)),
         "blip": str(build_tiny_blip(folder)),
         "gdino": str(build_tiny_gdino(folder)),
+        "mask2former": str(build_tiny_mask2former(folder)),
     }
 
 

@@ -149,8 +149,8 @@ def test_geneval_end_to_end_on_tiny_models(eval_cfg, judges, tmp_path):
         "benchmark=geneval",
         f"benchmark.metadata={meta}",
         "benchmark.n_per_prompt=2",
-        f"benchmark.detector.model_path={judges['gdino']}",
-        "benchmark.detector.box_threshold=0.0",
+        f"benchmark.grounding_dino.model_path={judges['gdino']}",
+        "benchmark.grounding_dino.box_threshold=0.0",
         "benchmark.threshold=0.0",
         "benchmark.counting_threshold=0.0",
         f"benchmark.clip.model_path={judges['clip']}",
@@ -177,3 +177,83 @@ def test_geneval_end_to_end_on_tiny_models(eval_cfg, judges, tmp_path):
     again = run(eval_cfg(*overrides, "score.rescore=true"))
     rescored = [json.loads(line)["row"] for line in (out / SCORES_JSONL).read_text().splitlines()]
     assert rescored == rows and again["overall"] == summary["overall"]
+
+
+# ----------------------------------------------------------------------------- Mask2Former
+def test_mask_box_and_grey_masked_crop():
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from t2ir1.evaluate.judges import mask_box, masked_crop
+
+    pixels = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
+    image = Image.fromarray(pixels)
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[1, 1] = mask[1, 2] = mask[2, 1] = True  # an L of three pixels
+    assert mask_box(mask) == (1.0, 1.0, 3.0, 3.0)  # x from 1 to 2, y from 1 to 2, max exclusive
+    assert mask_box(torch.zeros(4, 4, dtype=torch.bool)) is None
+    crop = np.asarray(masked_crop(image, (1.0, 1.0, 3.0, 3.0), mask))
+    assert crop.shape == (2, 2, 3)
+    assert (
+        (crop[0, 0] == pixels[1, 1]).all()
+        and (crop[0, 1] == pixels[1, 2]).all()
+        and (crop[1, 0] == pixels[2, 1]).all()
+    )
+    assert (crop[1, 1] == 128).all()  # outside the mask: GenEval's grey
+    assert (np.asarray(masked_crop(image, (1.0, 1.0, 3.0, 3.0), None)) == pixels[1:3, 1:3]).all()
+
+
+def test_mask2former_instances_by_hand():
+    import torch
+
+    from t2ir1.evaluate.judges import Mask2FormerDetector
+
+    detector = Mask2FormerDetector("unused", score_floor=0.2, label_aliases={"tv": "tv monitor"})
+    detector.id2label = {0: "cat", 1: "dog", 2: "tv monitor"}
+    segmentation = torch.tensor([[0, 0, -1, 1], [0, 0, -1, 1], [2, 2, 2, -1], [3, -1, -1, -1]])
+    segments = [
+        {"id": 0, "label_id": 0, "score": 0.6},  # cat, 2x2 top left
+        {"id": 1, "label_id": 1, "score": 0.95},  # dog, right column
+        {"id": 2, "label_id": 2, "score": 0.5},  # the aliased tv
+        {"id": 3, "label_id": 0, "score": 0.1},  # a cat below the score floor
+    ]
+    found = detector.instances(segmentation, segments, ["cat", "dog", "tv monitor"])
+    assert [(d.label, d.box, d.score) for d in found] == [
+        ("dog", (3.0, 0.0, 4.0, 2.0), 0.95),
+        ("cat", (0.0, 0.0, 2.0, 2.0), 0.6),
+        ("tv monitor", (0.0, 2.0, 3.0, 3.0), 0.5),
+    ]
+    assert int(found[1].attributes["mask"].sum()) == 4
+    assert [d.label for d in detector.instances(segmentation, segments, ["dog"])] == [
+        "dog"
+    ]  # other classes dropped
+
+
+def test_geneval_with_mask2former_end_to_end(eval_cfg, judges, tmp_path):
+    meta = write_metadata(tmp_path / "evaluation_metadata.jsonl", ROWS[:3])
+    out = tmp_path / "run"
+    common = (
+        "benchmark=geneval",
+        f"benchmark.metadata={meta}",
+        "benchmark.n_per_prompt=1",
+        "benchmark.detector=mask2former",
+        f"benchmark.mask2former.model_path={judges['mask2former']}",
+        "benchmark.mask2former.local_files_only=true",
+        f"benchmark.clip.model_path={judges['clip']}",
+        f"out_dir={out}",
+    )
+    strict = run(eval_cfg(*common))
+    prov = strict["provenance"]["judge"]
+    assert prov["detector"]["name"] == "mask2former" and prov["detector"]["kind"] == "mask2former"
+    # GenEval's own thresholds for Mask2Former: 0.3, counting 0.9, no NMS
+    assert prov["thresholds"] == {"score": 0.3, "counting": 0.9, "max_overlap": 1.0}
+    # the random tiny model's confidences (~0.14) never pass 0.3: nothing is detected, every image is wrong
+    assert strict["overall"] == 0.0
+    loose = run(
+        eval_cfg(*common, "generate=false", "benchmark.threshold=0.0", "benchmark.counting_threshold=0.0")
+    )
+    rows = [json.loads(line)["row"] for line in (out / SCORES_JSONL).read_text().splitlines()][-3:]
+    assert all(set(r["detections"]) <= {"cat", "dog"} for r in rows)
+    assert any(r["detections"] for r in rows)  # at threshold 0 the random model's instances count
+    assert loose["categories"]["single_object"]["score"] == float("cat" in rows[0]["detections"])

@@ -91,3 +91,45 @@ def build_tiny_blip(folder: Path) -> Path:
     image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
     BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
     return out
+
+
+def build_tiny_mask2former(folder: Path, labels: tuple[str, ...] = ("cat", "dog", "cup")) -> Path:
+    """A Mask2Former (COCO-instance layout) with a 1-block-per-stage Swin, 64 px inputs and ``labels`` as classes."""
+    from transformers import (
+        Mask2FormerConfig,
+        Mask2FormerForUniversalSegmentation,
+        Mask2FormerImageProcessor,
+        SwinConfig,
+    )
+
+    backbone = SwinConfig(
+        image_size=64,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 2, 2],
+        window_size=2,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    config = Mask2FormerConfig(
+        backbone_config=backbone,
+        feature_size=32,
+        mask_feature_size=32,
+        hidden_dim=32,
+        encoder_feedforward_dim=32,
+        encoder_layers=1,
+        decoder_layers=2,
+        num_attention_heads=2,
+        dim_feedforward=32,
+        num_queries=6,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    torch.manual_seed(0)
+    model = Mask2FormerForUniversalSegmentation(config).eval()
+    out = folder / "mask2former"
+    model.save_pretrained(out)
+    Mask2FormerImageProcessor(
+        size={"height": 64, "width": 64}, size_divisor=32, ignore_index=255
+    ).save_pretrained(out)
+    return out

@@ -3,6 +3,8 @@ algorithm, and a unit-level learning test."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
 import pytest
 import torch
@@ -168,3 +170,18 @@ def test_a_token_level_reward_raises_its_favoured_tokens_probability(tiny_policy
         optimizer.step()
     end = favoured_mass()
     assert end > start + 0.15, (start, end)
+
+
+def test_rewards_scored_while_generating_equal_rewards_scored_after(tiny_policy):
+    """reward.async=true scores each decoded chunk during generation: same rewards and loss."""
+    results = []
+    for overlapped in (False, True):
+        module = make_module(tiny_policy)
+        module.reward = RewardEnsemble({"brightness": BrightnessReward()}, {"brightness": 1.0}, **{"async": overlapped})
+        module.engine.options = dataclasses.replace(module.sampling, chunk_rows=4)  # 2 chunks of 4 rows
+        rollout = module.rollout(RECORDS, step=0)
+        assert (rollout.rewards is not None) == overlapped  # scored during the rollout when overlapped
+        _, loss, _ = one_step(module)
+        results.append((module.score(rollout).scores, loss))
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.allclose(results[0][1], results[1][1])

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from t2ir1.evaluate import run as evaluate
 from t2ir1.generate import GENERATIONS_JSONL
 from t2ir1.generate import run as generate
-from t2ir1.provenance import RUN_JSON, OutputMismatchError, weights_identity
+from t2ir1.output_keys import RUN_JSON, OutputMismatchError, weights_identity
 from t2ir1.train import run as train
 from tests.workflow_runs import CONF, compose_train, read_metrics
 

@@ -96,3 +96,38 @@ def test_ensemble_chunks_keep_raw_and_weighted_per_member(records, images):
             assert torch.equal(merged.extras[key][member], whole.extras[key][member])
     # Hand-worked: total = 0.25 * m + 2.0 * m = 2.25 * m.
     assert torch.allclose(merged.scores, 2.25 * whole.extras["raw"]["mean"])
+
+
+def test_engine_chunks_scored_while_generating_equal_sequential_scoring(tiny_policy):
+    """The engine's real on_images chunks, scored on the worker thread, give the sequential scores."""
+    from t2ir1.data.records import PromptRecord
+    from t2ir1.rewards.color import ColorAgreementReward
+    from t2ir1.rewards.ensemble import RewardEnsemble
+    from t2ir1.rewards.overlap import scorer_for
+    from t2ir1.rollout.engine import GenerationEngine, SamplingOptions
+
+    records = [
+        PromptRecord(prompt="a red square", task_type="color", nouns=("square",)),
+        PromptRecord(prompt="a blue circle", task_type="color", nouns=("circle",)),
+        PromptRecord(prompt="a green triangle", task_type="color", nouns=("triangle",)),
+    ]
+    group = 2
+    row_records = [r for r in records for _ in range(group)]
+    reward = RewardEnsemble({"color": ColorAgreementReward()}, {"color": 1.0}, **{"async": True})
+    reward.setup("cpu")
+    scorer = scorer_for(reward, row_records)
+    chunks = []
+
+    def on_images(start, images):
+        chunks.append((start, len(images)))
+        scorer.on_images(start, images)
+
+    engine = GenerationEngine(tiny_policy, SamplingOptions(max_new_tokens=4, chunk_rows=2, cfg_weight=1.0))
+    generation = engine.generate(
+        [r.prompt for r in records], [11, 12, 13], group_size=group, use_cot=False, on_images=on_images
+    )
+    overlapped = scorer.collect()
+    assert chunks == [(0, 2), (2, 2), (4, 2)]  # three chunks of two rows, reported in order
+    sequential = reward(row_records, generation.images)
+    assert torch.equal(overlapped.scores, sequential.scores)
+    assert torch.equal(overlapped.extras["raw"]["color"], sequential.extras["raw"]["color"])
