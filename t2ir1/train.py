@@ -78,6 +78,13 @@ def prompt_tokenizer(model_node: DictConfig):
 
         spec = {k: tuple(v) if isinstance(v, list) else v for k, v in (node.get("spec") or {}).items()}
         directory = tiny_checkpoint(node["cache_dir"], TinyJanusSpec(**spec))
+    elif target == "t2ir1.testing.real_size.random_janus_policy":
+        import tempfile
+
+        from t2ir1.policy.tiny import TinyJanusSpec, tiny_checkpoint
+
+        # random real-size weights with the tiny tokenizer (t2ir1.testing.real_size)
+        directory = tiny_checkpoint(tempfile.gettempdir() + "/t2ir1-real-size", TinyJanusSpec())
     elif target == "t2ir1.shapeworld.load_policy":
         from t2ir1.shapeworld import checkpoint_path
 

@@ -27,6 +27,7 @@ MODEL_TARGETS = (
     "t2ir1.policy.janus.JanusPolicy.from_pretrained",
     "t2ir1.policy.tiny.load_tiny_policy",
     "t2ir1.shapeworld.load_policy",
+    "t2ir1.testing.real_size.random_janus_policy",
 )
 
 LEVELS = ("semantic", "token")

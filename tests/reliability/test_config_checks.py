@@ -126,3 +126,12 @@ def test_eval_knobs(override, line):
     with pytest.raises(ConfigError) as info:
         check_eval_config(_compose("eval", override))
     assert line in str(info.value) and str(info.value).startswith("eval.py:")
+
+
+def test_every_shipped_model_config_is_an_allowed_loader():
+    from t2ir1.validation import check_model_node
+
+    for path in sorted((CONF / "model").glob("*.yaml")):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            node = compose("train", overrides=[f"model={path.stem}", "paths.cache_dir=/tmp", "paths.output_dir=/tmp"]).model
+        check_model_node(node, str(path), remote_code_allowed=False)
