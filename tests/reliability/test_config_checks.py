@@ -57,7 +57,9 @@ def test_each_bad_training_knob_is_named_with_its_value_and_range(tmp_path, over
 
 
 def test_every_shipped_training_config_passes(tmp_path):
-    for experiment in ("tiny", "demo", "t2i_r1_paper"):
+    experiments = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
+    assert {"tiny", "demo", "t2i_r1_paper"} <= set(experiments)
+    for experiment in experiments:
         check_train_config(compose_train(tmp_path, "logger=csv", f"experiment={experiment}"))
 
 
