@@ -68,7 +68,16 @@ def policy_state_from_checkpoint(ckpt_path: str | os.PathLike) -> dict[str, torc
             f"{path}: no such checkpoint (training writes <output_dir>/checkpoints/last.ckpt: a file, "
             "or a folder under trainer=fsdp)"
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        from t2ir1.policy.janus import describe_load_error
+
+        raise ExportError(
+            f"{path} cannot be read as a weights-only training checkpoint ({describe_load_error(error)}). "
+            "It is corrupt, truncated, or holds pickled objects (never unpickled here); use a last.ckpt or "
+            "step-numbered file written by a t2ir1 run."
+        ) from None
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not state:
         raise ExportError(f"{path} has no state_dict; is it a Lightning checkpoint written by train.py?")
@@ -167,27 +176,38 @@ def run_config_of(ckpt_path: Path) -> Path:
     return ckpt_path.expanduser().resolve().parent.parent / ".hydra" / "config.yaml"
 
 
-def base_policy(ckpt_path: Path, base: str | None, config_path: Path | None):
+def base_policy(ckpt_path: Path, base: str | None, config_path: Path | None, trust_remote_code: bool = False):
     """The untrained policy the checkpoint's weights go into: ``base`` (a transformers Janus
-    directory or hub id) or the run's own ``model`` config."""
-    import functools
+    directory or hub id) or the run's own ``model`` config.
 
-    from hydra.utils import instantiate
+    The run config is data, not a command: its ``model`` node may only name one of the
+    project's loaders (``t2ir1.validation.MODEL_TARGETS``), and ``trust_remote_code`` in it
+    is refused unless ``trust_remote_code`` (``--trust-remote-code``) is given here.
+    """
     from omegaconf import OmegaConf
 
     from t2ir1.policy.janus import JanusPolicy
+    from t2ir1.validation import UntrustedConfigError, build_policy
 
     if base is not None:
-        return JanusPolicy.from_pretrained(base, dtype="float32")
+        return JanusPolicy.from_pretrained(base, dtype="float32", trust_remote_code=trust_remote_code)
     config_path = config_path or run_config_of(ckpt_path)
     if not config_path.is_file():
         raise ExportError(
             f"no run config at {config_path}; pass --base DIR (the transformers Janus the run started from) "
             "or --config <run>/.hydra/config.yaml"
         )
-    run_cfg = OmegaConf.load(config_path)
-    factory = instantiate(run_cfg.model)
-    return factory() if isinstance(factory, functools.partial) else factory
+    try:
+        run_cfg = OmegaConf.load(config_path)
+        model_node = run_cfg.get("model") if hasattr(run_cfg, "get") else None
+    except Exception as error:
+        raise ExportError(f"{config_path} is not a readable YAML run config ({error}); pass --base DIR instead") from None
+    if model_node is None:
+        raise ExportError(f"{config_path} has no model node; pass --base DIR (the transformers Janus the run started from)")
+    try:
+        return build_policy(model_node, str(config_path), remote_code_allowed=trust_remote_code)
+    except UntrustedConfigError as error:
+        raise ExportError(str(error)) from None
 
 
 def export_checkpoint(
@@ -196,6 +216,7 @@ def export_checkpoint(
     base: str | None = None,
     config_path: str | os.PathLike | None = None,
     dtype: str | None = None,
+    trust_remote_code: bool = False,
 ) -> Path:
     """Write the checkpoint's policy as a transformers Janus directory (model + processor)."""
     ckpt_path, out = Path(ckpt_path).expanduser(), Path(out_dir)
@@ -204,7 +225,7 @@ def export_checkpoint(
             f"{ckpt_path}: no such checkpoint (training writes <output_dir>/checkpoints/last.ckpt: a file, "
             "or a folder under trainer=fsdp)"
         )
-    policy = base_policy(ckpt_path, base, Path(config_path) if config_path else None)
+    policy = base_policy(ckpt_path, base, Path(config_path) if config_path else None, trust_remote_code)
     load_policy_weights(policy, ckpt_path)
     model = policy.model
     if dtype is not None:
@@ -472,8 +493,14 @@ def _export_cli(argv: list[str]) -> Path:
     parser.add_argument("--base", default=None, help="transformers Janus the run started from (default: the run's model config)")
     parser.add_argument("--config", default=None, help="the run's config (default: <run>/.hydra/config.yaml)")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="cast the weights")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="allow Python files shipped with the base weights to run"
+    )
     args = parser.parse_args(argv)
-    return export_checkpoint(args.ckpt, args.out, base=args.base, config_path=args.config, dtype=args.dtype)
+    return export_checkpoint(
+        args.ckpt, args.out, base=args.base, config_path=args.config, dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
 
 
 def _convert_cli(argv: list[str]) -> Path:

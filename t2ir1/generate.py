@@ -178,6 +178,17 @@ class PromptSourceError(ValueError):
     """``prompts=`` that cannot be read."""
 
 
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise PromptSourceError(
+            f"{path}:{line}: not UTF-8 (byte {error.object[error.start]:#04x} at offset {error.start}); "
+            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+
+
 def read_prompts(spec) -> list[str]:
     """Prompts from a ``.txt`` file (one per line, ``#`` comments), a ``.jsonl`` file (``"prompt"``
     field), a list, or the text of a single prompt. Duplicates are dropped (same seed, same images)."""
@@ -193,7 +204,7 @@ def read_prompts(spec) -> list[str]:
             prompts = [text]
         elif path.suffix == ".jsonl":
             prompts = []
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            for number, line in enumerate(_read_utf8(path).splitlines(), start=1):
                 if not line.strip():
                     continue
                 try:
@@ -202,7 +213,7 @@ def read_prompts(spec) -> list[str]:
                 except (json.JSONDecodeError, KeyError, TypeError) as err:
                     raise PromptSourceError(f"{path}:{number}: expected a JSON object with a \"prompt\" field ({err})") from err
         else:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = _read_utf8(path).splitlines()
             prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     unique = list(dict.fromkeys(p for p in prompts if p))
     if len(unique) < len(prompts):
@@ -212,12 +223,15 @@ def read_prompts(spec) -> list[str]:
     return unique
 
 
-def image_name(prompt_index: int, sample_index: int) -> str:
-    return f"{IMAGES_DIR}/{prompt_index:05d}_{sample_index:02d}.png"
+def image_name(prompt: str, sample_index: int) -> str:
+    """Named by the prompt's text, so that another prompt list in the same folder never reuses a name."""
+    from t2ir1.output_keys import prompt_digest
+
+    return f"{IMAGES_DIR}/{prompt_digest(prompt)}_{sample_index:02d}.png"
 
 
-def _done_samples(out_dir: Path) -> dict[tuple[str, int], dict]:
-    """Rows of ``generations.jsonl`` whose image exists, by ``(prompt, sample)``."""
+def _done_samples(out_dir: Path, key: str) -> dict[tuple[str, int], dict]:
+    """Rows of ``generations.jsonl`` of this settings ``key`` whose image exists, by ``(prompt, sample)``."""
     path = out_dir / GENERATIONS_JSONL
     done: dict[tuple[str, int], dict] = {}
     if not path.is_file():
@@ -227,7 +241,9 @@ def _done_samples(out_dir: Path) -> dict[tuple[str, int], dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a crash: that image is generated again
-        if (out_dir / row.get("path", "")).is_file():
+        if not isinstance(row, dict) or row.get("key") != key or "prompt" not in row:
+            continue
+        if row.get("path") == image_name(row["prompt"], int(row.get("sample", -1))) and (out_dir / row["path"]).is_file():
             done[(row["prompt"], int(row["sample"]))] = row
     return done
 
@@ -240,15 +256,10 @@ def _resolve_device(device: str) -> torch.device:
 
 def load_policy(cfg) -> JanusPolicy:
     """The policy of ``cfg.model``, with ``cfg.ckpt_path``'s trained weights when given."""
-    import functools
-
-    from hydra.utils import instantiate
-
     from t2ir1.export import load_policy_weights
+    from t2ir1.validation import build_policy
 
-    factory = instantiate(cfg.model)
-    # model configs are partials (the training module builds them in configure_model)
-    policy = factory() if isinstance(factory, functools.partial) else factory
+    policy = build_policy(cfg.model, "generate.py model config")
     if cfg.get("ckpt_path"):
         load_policy_weights(policy, cfg.ckpt_path)
     return policy.to(_resolve_device(cfg.get("device", "auto")))
@@ -274,15 +285,44 @@ def write_grid(out_dir: Path, rows: list[dict], max_images: int, columns: int, c
     return path
 
 
+def _claim(cfg, out_dir: Path) -> str:
+    """The settings key of this run, recorded in ``out_dir/run.json`` (refused if it differs)."""
+    from t2ir1.output_keys import claim_output_dir, generation_settings
+    from t2ir1.policy.prompts import load_reasoning_prompt
+
+    settings = generation_settings(
+        cfg.model,
+        cfg.get("ckpt_path"),
+        cfg.generation,
+        seed=int(cfg.seed),
+        use_cot=bool(cfg.use_cot),
+        n_per_prompt=int(cfg.n_per_prompt),
+        reasoning_text=load_reasoning_prompt(cfg.generation.reasoning_prompt) if cfg.use_cot else None,
+        extra={"system_prompt": SYSTEM_PROMPT},
+    )
+    return claim_output_dir(
+        out_dir,
+        settings,
+        earlier_outputs=(GENERATIONS_JSONL, IMAGES_DIR),
+        how_to_fix="Pass another out_dir=... (or delete this folder to start over).",
+    )
+
+
 def run(cfg) -> list[dict]:
     """``python generate.py``: generate what is missing in ``cfg.out_dir``; returns one row per image."""
     from tqdm import tqdm
 
+    from t2ir1.validation import check_generate_config, check_model_node
+
+    check_generate_config(cfg)
+    check_model_node(cfg.model, "generate.py model config")
     out_dir = Path(str(cfg.out_dir)).expanduser()
-    (out_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     prompts = read_prompts(cfg.prompts)
     n = int(cfg.n_per_prompt)
-    done = _done_samples(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = _claim(cfg, out_dir)
+    (out_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    done = _done_samples(out_dir, key)
     todo = [p for p in prompts if not all((p, j) in done for j in range(n))]
     log.info(
         "%d prompt(s) x %d image(s) %s semantic CoT; %d prompt(s) already done in %s",
@@ -299,7 +339,7 @@ def run(cfg) -> list[dict]:
                 for sample in batch:
                     if (sample.prompt, sample.sample_index) in done:
                         continue
-                    name = image_name(index_of[sample.prompt], sample.sample_index)
+                    name = image_name(sample.prompt, sample.sample_index)
                     staging = out_dir / (name + ".tmp")
                     sample.image.save(staging, format="PNG")
                     staging.replace(out_dir / name)  # an image is either whole or absent
@@ -310,6 +350,7 @@ def run(cfg) -> list[dict]:
                         "cot": sample.cot,
                         "path": name,
                         "seed": generation_seed(int(cfg.seed), sample.prompt),
+                        "key": key,
                     }
                     handle.write(json.dumps(row) + "\n")
                     done[(sample.prompt, sample.sample_index)] = row
@@ -338,7 +379,8 @@ def run(cfg) -> list[dict]:
             )
         finally:
             progress.close()
-    rows = [done[(p, j)] for p in prompts for j in range(n)]
+    # rows written by an earlier run with another prompt list carry that list's index
+    rows = [{**done[(p, j)], "prompt_index": i} for i, p in enumerate(prompts) for j in range(n)]
     if cfg.grid.enabled:
         grid = write_grid(out_dir, rows, int(cfg.grid.max_images), int(cfg.grid.columns), int(cfg.grid.cell_size), int(cfg.grid.cot_chars))
         log.info("grid: %s", grid)

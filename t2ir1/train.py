@@ -8,12 +8,14 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from t2ir1.lit.checkpointing import AtomicCheckpointIO, ResumableData
 from t2ir1.lit.loggers import finish_wandb
 from t2ir1.lit.module import BiCoTGRPOModule
 from t2ir1.presets import check_training_config
+from t2ir1.validation import check_model_node, check_train_config
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +68,48 @@ def _checked_ckpt_path(cfg: DictConfig) -> str | None:
     return ckpt_path
 
 
+def prompt_tokenizer(model_node: DictConfig):
+    """The policy's tokenizer alone (no weights loaded), to count prompt tokens when data loads."""
+    from transformers import AutoTokenizer
+
+    node = OmegaConf.to_container(model_node, resolve=True)
+    target = node["_target_"]
+    if target == "t2ir1.policy.tiny.load_tiny_policy":
+        from t2ir1.policy.tiny import TinyJanusSpec, tiny_checkpoint
+
+        spec = {k: tuple(v) if isinstance(v, list) else v for k, v in (node.get("spec") or {}).items()}
+        directory = tiny_checkpoint(node["cache_dir"], TinyJanusSpec(**spec))
+    elif target == "t2ir1.testing.real_size.random_janus_policy":
+        import tempfile
+
+        from t2ir1.policy.tiny import TinyJanusSpec, tiny_checkpoint
+
+        # random real-size weights with the tiny tokenizer (t2ir1.testing.real_size)
+        directory = tiny_checkpoint(tempfile.gettempdir() + "/t2ir1-real-size", TinyJanusSpec())
+    elif target == "t2ir1.shapeworld.load_policy":
+        from t2ir1.shapeworld import checkpoint_path
+
+        directory = node.get("name_or_path") or checkpoint_path()
+    else:
+        directory = node["name_or_path"]
+    offline = {"local_files_only": True} if node.get("local_files_only") else {}
+    return AutoTokenizer.from_pretrained(str(directory), **offline)
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train as configured; returns the last logged value of every metric."""
+    # every knob and the model node are checked before anything loads
+    check_train_config(cfg)
+    check_model_node(cfg.model, "train.py model config")
     check_training_config(cfg)  # real model under an offline preset; bf16 weights without an fp32 master copy
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = _checked_ckpt_path(cfg)
     # the training loader becomes stateful, so a resumed run continues at the same batch; it
     # serves each batch num_iterations times (several updates per rollout)
     datamodule = ResumableData(instantiate(cfg.data), repeats=cfg.algo.get("num_iterations", 1))
+    if getattr(datamodule.inner, "max_prompt_tokens", None) is not None:
+        # data.max_prompt_tokens is applied when the prompts load, counted with the policy's own tokenizer
+        datamodule.inner.prompt_tokenizer = prompt_tokenizer(cfg.model)
     module = build_module(cfg)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
@@ -89,6 +125,26 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         exit_code = 0
+    except SIGTERMException:
+        # Lightning's SIGTERMException is a SystemExit with status 0: a scheduler would think the run finished
+        exit_code = int(cfg.get("preemption_exit_code", 143))
+        saved = [c.saved_path for c in trainer.callbacks if getattr(c, "saved_path", None) is not None]
+        resume = f"ckpt_path={saved[0]}" if saved else f"ckpt_path=<the newest checkpoint in {cfg.paths.output_dir}/checkpoints>"
+        log.warning(
+            "preempted (SIGTERM) at step %d; exiting with status %d. Resume with the same overrides plus %s "
+            "(and hydra.run.dir=%s to keep metrics.csv in one folder)",
+            trainer.global_step, exit_code, resume, cfg.paths.output_dir,
+        )
+        raise SystemExit(exit_code) from None
+    except RuntimeError as error:
+        if ckpt_path and "loading state_dict" in str(error):
+            # a checkpoint of another model size or layout: Lightning's message does not name the file
+            raise RuntimeError(
+                f"ckpt_path={ckpt_path} does not fit this model ({str(error).splitlines()[0]} ...). It was written "
+                "by a run with another model config; resume with that run's model settings (its .hydra/config.yaml) "
+                "or start fresh with ckpt_path=null."
+            ) from error
+        raise
     finally:
         # every job of a multirun gets its own W&B run, finished even when the job fails
         finish_wandb(trainer.loggers, exit_code)

@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from t2ir1.data.records import PromptRecord
+from t2ir1.data.records import PromptRecord, limit_prompt_tokens
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,9 @@ class PromptDataModule(L.LightningDataModule):
         holdout: number of prompts set aside as the validation set, chosen deterministically
             from ``seed``; 0 = no validation set.
         drop_last: drop a final training batch smaller than ``batch_size``.
+        max_prompt_tokens: longest prompt in tokens of ``prompt_tokenizer`` (set by ``train.run``
+            before fit); ``None`` = no limit. See :func:`t2ir1.data.records.limit_prompt_tokens`.
+        long_prompts: what a longer prompt gets: ``error`` (naming file and line), ``truncate``, ``drop``.
     """
 
     def __init__(
@@ -73,6 +76,8 @@ class PromptDataModule(L.LightningDataModule):
         seed: int = 0,
         holdout: int = 0,
         drop_last: bool = False,
+        max_prompt_tokens: int | None = None,
+        long_prompts: str = "error",
     ) -> None:
         super().__init__()
         if not callable(source):
@@ -91,6 +96,10 @@ class PromptDataModule(L.LightningDataModule):
         self.seed = seed
         self.holdout = holdout
         self.drop_last = drop_last
+        self.max_prompt_tokens = max_prompt_tokens
+        self.long_prompts = long_prompts
+        # the policy's tokenizer (encode / decode), given by train.run; None = lengths are not checked
+        self.prompt_tokenizer = None
         self.train_set: PromptDataset | None = None
         self.val_set: PromptDataset | None = None
         self._fingerprint = ""
@@ -105,6 +114,15 @@ class PromptDataModule(L.LightningDataModule):
         not_records = [i for i, r in enumerate(records[:100]) if not isinstance(r, PromptRecord)]
         if not_records:
             raise TypeError(f"the data source must return PromptRecord items; items {not_records} are not")
+        if self.max_prompt_tokens is not None and self.prompt_tokenizer is not None:
+            tokenizer = self.prompt_tokenizer
+            records = limit_prompt_tokens(
+                records,
+                self.max_prompt_tokens,
+                lambda text: tokenizer.encode(text, add_special_tokens=False),
+                lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+                self.long_prompts,
+            )
         if self.holdout >= len(records):
             raise ValueError(
                 f"data.holdout={self.holdout} leaves no training prompts out of {len(records)}; lower data.holdout"

@@ -9,8 +9,12 @@ for per-prompt seeding and naming; ``extras`` carries world-specific metadata
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # Task types of the T2I-R1 file plus the compositional categories generated offline.
 TASK_TYPES = (
@@ -73,6 +77,8 @@ class PromptRecord:
     attr_nouns: tuple[str, ...] = ()
     prompt_id: str = ""
     extras: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # where the row was read (``file.jsonl:12``), for error messages; not part of the record's identity
+    origin: str = field(default="", compare=False, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSONL form (the T2I-R1 file's field names), omitting empty optional fields."""
@@ -149,4 +155,58 @@ class PromptRecord:
             attr_nouns=tuple(attr_nouns),
             prompt_id=str(prompt_id),
             extras=extras,
+            origin="" if where == "record" else where,
         )
+
+
+# What happens to a prompt longer than data.max_prompt_tokens.
+LONG_PROMPT_RULES = ("error", "truncate", "drop")
+
+
+def limit_prompt_tokens(
+    records: Sequence[PromptRecord],
+    max_tokens: int | None,
+    tokenize: Callable[[str], list[int]],
+    detokenize: Callable[[list[int]], str] | None = None,
+    rule: str = "error",
+) -> list[PromptRecord]:
+    """Apply the ``data.max_prompt_tokens`` rule once, at load time.
+
+    A prompt of more than ``max_tokens`` tokens (``tokenize``: the policy's tokenizer, no
+    special tokens) is refused (``error``: one message naming its file and line, or its
+    prompt id), cut to its first ``max_tokens`` tokens (``truncate``; metadata unchanged), or
+    left out (``drop``). ``max_tokens=None`` keeps every prompt.
+    """
+    if rule not in LONG_PROMPT_RULES:
+        raise ValueError(f"data.long_prompts={rule!r}: must be one of {list(LONG_PROMPT_RULES)}")
+    if max_tokens is None:
+        return list(records)
+    kept: list[PromptRecord] = []
+    changed = 0
+    for record in records:
+        ids = tokenize(record.prompt)
+        if len(ids) <= max_tokens:
+            kept.append(record)
+            continue
+        where = record.origin or f"prompt {record.prompt_id or record.prompt[:40]!r}"
+        if rule == "error":
+            raise RecordError(
+                f"{where}: the prompt is {len(ids)} tokens ({len(record.prompt)} characters), more than "
+                f"data.max_prompt_tokens={max_tokens}. Shorten it, raise data.max_prompt_tokens (within the "
+                "model's context), or set data.long_prompts=truncate (keep the first tokens) or drop (leave it out)."
+            )
+        changed += 1
+        if rule == "truncate":
+            if detokenize is None:
+                raise ValueError("data.long_prompts=truncate needs the tokenizer's decode")
+            kept.append(replace(record, prompt=detokenize(ids[:max_tokens]).strip()))
+    if changed:
+        log.warning(
+            "%d prompt(s) longer than data.max_prompt_tokens=%d %s",
+            changed,
+            max_tokens,
+            "truncated" if rule == "truncate" else "left out",
+        )
+    if not kept:
+        raise RecordError(f"every prompt is longer than data.max_prompt_tokens={max_tokens}; raise the limit")
+    return kept

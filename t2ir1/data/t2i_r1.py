@@ -7,6 +7,7 @@ row fails at load time with its file and line rather than deep inside a reward m
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -53,18 +54,26 @@ def load_t2i_r1_jsonl(path: str | Path) -> list[PromptRecord]:
             "or set T2IR1_SHARED to the folder that holds data/t2i-r1/."
         )
     records: list[PromptRecord] = []
-    with resolved.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{resolved}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RecordError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
-            if isinstance(row, dict):
-                row = {**row, "prompt_id": row.get("prompt_id") or f"t2i_r1/{lineno}"}
-            records.append(PromptRecord.from_dict(row, where=where))
+    try:
+        text = resolved.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        line = resolved.read_bytes()[: error.start].count(b"\n") + 1
+        raise RecordError(
+            f"{resolved}:{line}: not UTF-8 (byte {error.object[error.start]:#04x} at offset {error.start}); "
+            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    # line numbers as a text-mode file counts them (universal newlines)
+    for lineno, line in enumerate(io.StringIO(text, newline=None), start=1):
+        if not line.strip():
+            continue
+        where = f"{resolved}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise RecordError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+        if isinstance(row, dict):
+            row = {**row, "prompt_id": row.get("prompt_id") or f"t2i_r1/{lineno}"}
+        records.append(PromptRecord.from_dict(row, where=where))
     if not records:
         raise RecordError(
             f"{resolved}: the file holds no prompts; point data.source.path at a non-empty JSONL file"

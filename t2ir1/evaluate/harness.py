@@ -15,7 +15,6 @@ benchmark file hashes, judges, generation protocol, versions), ``results.md``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -71,7 +70,9 @@ def model_tag(cfg: DictConfig) -> str:
     return Path(str(name)).name if name else "model"
 
 
-def output_dir(cfg: DictConfig, benchmark_name: str) -> Path:
+def output_dir(cfg: DictConfig, benchmark_name: str, key: str | None = None) -> Path:
+    """``out_dir``, else ``<out_root>/<benchmark>/<run_name>``; the default run name ends in the
+    settings key, so another checkpoint, seed or CFG weight gets its own folder."""
     if cfg.get("out_dir"):
         return Path(cfg.out_dir).expanduser()
     model = model_tag(cfg)
@@ -79,8 +80,52 @@ def output_dir(cfg: DictConfig, benchmark_name: str) -> Path:
         # trained weights get their own folder: never the base model's cached images
         checkpoint = Path(str(cfg.ckpt_path)).expanduser().resolve()
         model += f"@{checkpoint.stem}-{hashlib.sha256(str(checkpoint).encode()).hexdigest()[:8]}"
-    run_name = cfg.get("run_name") or f"{model}-{'cot' if cfg.use_cot else 'nocot'}"
+    default = f"{model}-{'cot' if cfg.use_cot else 'nocot'}" + (f"-{key[:8]}" if key else "")
+    run_name = cfg.get("run_name") or default
     return Path(cfg.out_root).expanduser() / benchmark_name / run_name
+
+
+def generation_settings_of(cfg: DictConfig, benchmark: Benchmark, overrides: dict) -> dict[str, Any]:
+    """Everything that determines this evaluation's images, for its folder key (:mod:`t2ir1.output_keys`)."""
+    from t2ir1.output_keys import generation_settings as key_settings
+    from t2ir1.policy.prompts import SYSTEM_PROMPT, load_reasoning_prompt
+
+    sampling = generation_settings(cfg, overrides)
+    return key_settings(
+        cfg.model,
+        cfg.get("ckpt_path"),
+        sampling,
+        seed=int(cfg.seed),
+        use_cot=bool(cfg.use_cot),
+        n_per_prompt=benchmark.n_per_prompt,
+        reasoning_text=load_reasoning_prompt(sampling.get("reasoning_prompt")) if cfg.use_cot else None,
+        extra={"benchmark": benchmark.name, "system_prompt": SYSTEM_PROMPT},
+    )
+
+
+def check_recorded_prompts(benchmark: Benchmark, items: Sequence[EvalItem], out_dir: Path) -> None:
+    """Refuse an image whose ``generations.jsonl`` row names another prompt than its item's today."""
+    from t2ir1.output_keys import OutputMismatchError
+
+    log_path = out_dir / GENERATIONS_JSONL
+    if not log_path.is_file():
+        return
+    recorded: dict[tuple[str, int], str] = {}
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            recorded[(str(row["key"]), int(row["sample"]))] = row["prompt"]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # a line cut by a crash
+    root = out_dir / IMAGES_DIR
+    for item in items:
+        for sample in range(benchmark.n_per_prompt):
+            prompt = recorded.get((str(item.key), sample))
+            if prompt is not None and prompt != item.prompt and benchmark.image_path(root, item, sample).is_file():
+                raise OutputMismatchError(
+                    f"{benchmark.image_path(root, item, sample)} was generated for {prompt!r}, but item {item.key} "
+                    f"is now {item.prompt!r} (the benchmark's prompt file changed). Use another out_dir / run_name."
+                )
 
 
 def build_benchmark(node: DictConfig) -> tuple[Benchmark, dict[str, Any], dict[str, Any]]:
@@ -117,9 +162,8 @@ def generate_missing(
     ``log_name`` is the generation log's file name (one per process when sharded, merged after),
     ``device`` the policy's device (default: ``cfg.device``).
     """
-    from hydra.utils import instantiate
-
     from t2ir1.generate import engine_options, generate_samples
+    from t2ir1.validation import build_policy
 
     root = out_dir / IMAGES_DIR
     todo = missing_images(benchmark, root, items)
@@ -139,9 +183,7 @@ def generate_missing(
         "WITH" if cfg.use_cot else "WITHOUT",
         len(items) - len(todo),
     )
-    factory = instantiate(cfg.model)
-    # model configs are partials (the training module builds them in configure_model)
-    policy = factory() if isinstance(factory, functools.partial) else factory
+    policy = build_policy(cfg.model, "eval.py model config")
     if cfg.get("ckpt_path"):
         from t2ir1.export import load_policy_weights
 
@@ -462,10 +504,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             Path(cfg.compare_out).expanduser().write_text(table + "\n", encoding="utf-8")
         return {"table": table}
 
+    from t2ir1.output_keys import RUN_JSON, claim_output_dir, settings_key
+    from t2ir1.validation import check_eval_config, check_model_node
+
+    check_eval_config(cfg)
+    check_model_node(cfg.model, "eval.py model config")
     benchmark, overrides, scoring_config = build_benchmark(cfg.benchmark)
     items = load_limited(cfg, benchmark)
-    out_dir = output_dir(cfg, benchmark.name)
+    settings = generation_settings_of(cfg, benchmark, overrides)
+    out_dir = output_dir(cfg, benchmark.name, settings_key(settings))
     out_dir.mkdir(parents=True, exist_ok=True)
+    how_to_fix = "Pass another out_dir=... / run_name=... (or leave both unset: the default folder is per settings)."
+    if cfg.generate or (out_dir / RUN_JSON).is_file():
+        claim_output_dir(out_dir, settings, (GENERATIONS_JSONL, IMAGES_DIR), how_to_fix)
+    check_recorded_prompts(benchmark, items, out_dir)
     log.info(
         "%s: %d prompt(s), %d image(s) each -> %s",
         benchmark.name,
@@ -515,6 +567,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "model": model_tag(cfg),
             "use_cot": bool(cfg.use_cot),
             "seed": int(cfg.seed),
+            "settings_key": settings_key(settings),
             "n_prompts": len(items),
             "n_images": len(rows),
             # the settings the images were sampled with (run-card values included), else the config's

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from t2ir1.lit.grid import captioned_grid, sample_caption
 
@@ -62,3 +63,87 @@ class SampleGridCallback(L.Callback):
             if callable(log_table):
                 columns = list(rows[0].keys())
                 log_table(key="samples/cot", columns=columns, data=[[r[c] for c in columns] for r in rows], step=step)
+
+
+class CrashCheckpoint(L.Callback):
+    """Save ``last.ckpt`` when training dies of an error (a reward member raising, out of memory),
+    as :class:`~t2ir1.lit.checkpointing.PreemptionCheckpoint` does on SIGTERM; and, at the start
+    of fit, delete temporary checkpoint files that a killed write left behind.
+
+    The state saved is the one of the last finished optimiser step (an error inside a step
+    leaves the weights as they were; the micro-batches of the failed step are not replayed on
+    resume). Under several processes nothing is saved on a crash: the other ranks are not in
+    the save's collective calls, and waiting for them would hang; the newest periodic
+    checkpoint stands.
+
+    Args:
+        dirpath: where to write; ``None`` = the ``ModelCheckpoint`` directory, else
+            ``{default_root_dir}/checkpoints``.
+        filename: file name of the checkpoint (``last.ckpt``: the one to resume from).
+    """
+
+    # Temporary files of t2ir1.lit.checkpointing.AtomicCheckpointIO: ".{name}.{random}.tmp".
+    TEMPORARY_PATTERN = ".*.ckpt.*.tmp"
+
+    def __init__(self, dirpath: str | None = None, filename: str = "last.ckpt"):
+        self.dirpath = dirpath
+        self.filename = filename
+        self.saved_path: Path | None = None
+        self.removed: list[Path] = []
+        # true while this callback writes the crash checkpoint (on_save_checkpoint then adjusts it)
+        self._saving = False
+
+    def checkpoint_dir(self, trainer: L.Trainer) -> Path:
+        if self.dirpath is not None:
+            return Path(self.dirpath)
+        directory = getattr(trainer.checkpoint_callback, "dirpath", None)
+        return Path(directory or Path(trainer.default_root_dir) / "checkpoints")
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        directory = self.checkpoint_dir(trainer)
+        if stage != "fit" or not trainer.is_global_zero or not directory.is_dir():
+            return
+        for orphan in sorted(directory.glob(self.TEMPORARY_PATTERN)):
+            orphan.unlink(missing_ok=True)
+            self.removed.append(orphan)
+        if self.removed:
+            log.warning("removed %d temporary checkpoint file(s) left by a killed write in %s", len(self.removed), directory)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if not self._saving:
+            return
+        # the failed batch was started, never completed: record the loop as it stood after the last
+        # completed batch, so that a resumed run counts and labels its steps as an uninterrupted run
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+        if progress:
+            for counters in (progress["total"], progress["current"]):
+                counters["ready"] = counters["started"] = counters["completed"]
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException | KeyboardInterrupt) or not trainer.training:
+            return  # preemption and Ctrl-C: PreemptionCheckpoint's job
+        if trainer.global_step == 0:
+            # nothing trained yet, or a failure before a resumed run restored its checkpoint:
+            # saving now would overwrite a good last.ckpt with the untrained weights
+            return
+        if trainer.world_size > 1:
+            log.error("training failed (%s); no crash checkpoint under %d processes", type(exception).__name__, trainer.world_size)
+            return
+        path = self.checkpoint_dir(trainer) / self.filename
+        self._saving = True
+        try:
+            trainer.save_checkpoint(path)
+        except Exception as save_error:  # the run's own error must surface, not this one
+            log.error("training failed (%s) and %s could not be saved: %s", type(exception).__name__, path, save_error)
+            return
+        finally:
+            self._saving = False
+        self.saved_path = path
+        log.error(
+            "training failed at step %d (%s: %s); saved %s. Fix the cause, then resume with ckpt_path=%s",
+            trainer.global_step,
+            type(exception).__name__,
+            str(exception).splitlines()[0] if str(exception) else "",
+            path,
+            path,
+        )

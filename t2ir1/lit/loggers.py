@@ -13,6 +13,7 @@ wandb is imported only when a W&B logger is built, so ``logger=csv`` runs withou
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import netrc
@@ -21,6 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +143,56 @@ def finish_wandb(loggers: Iterable, exit_code: int = 0) -> None:
         except Exception as err:  # a failure to close must not hide the run's own error
             log.warning("could not finish the W&B run: %s", err)
         logger._experiment = None
+
+
+# ----------------------------------------------------------------------------- metrics.csv
+class HistoryKeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer, keeping an existing ``metrics.csv`` instead of deleting it.
+
+    Rows already in the file stay. Rows at or after the first step this process logs are
+    dropped once, at its first save: they were logged after the checkpoint a resumed run
+    started from, and the resumed run logs those steps again.
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        self._earlier: list[dict[str, str]] = []
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                reader = csv.DictReader(file)
+                self._earlier = list(reader)
+                self.metrics_keys = sorted(reader.fieldnames or [])
+            log.info("%s: keeping its %d earlier row(s)", self.metrics_file_path, len(self._earlier))
+
+    def save(self) -> None:
+        earlier, self._earlier = getattr(self, "_earlier", []), []
+        if earlier and self.metrics:
+            first_step = min(int(row["step"]) for row in self.metrics)
+            kept = [row for row in earlier if row.get("step") in (None, "") or int(float(row["step"])) < first_step]
+            if len(kept) < len(earlier):
+                log.info(
+                    "metrics.csv: %d row(s) from step %d on are replaced by the resumed run",
+                    len(earlier) - len(kept),
+                    first_step,
+                )
+            self._record_new_keys()
+            with self._fs.open(self.metrics_file_path, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(kept)
+        super().save()
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger`` whose ``metrics.csv`` survives a resume into the same folder
+    (Lightning's own writer deletes it); see :class:`HistoryKeepingWriter`."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> HistoryKeepingWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = HistoryKeepingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 # ----------------------------------------------------------------------------- reading offline runs

@@ -33,6 +33,15 @@ class CheckpointError(RuntimeError):
     """A policy checkpoint that cannot be found or loaded."""
 
 
+def describe_load_error(error: BaseException) -> str:
+    """``Type: first line`` of a loading error, without torch's advice to load with ``weights_only=False``
+    (which would run the file's code)."""
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    if "weights_only" in first_line:
+        first_line = "it holds objects that a weights-only load refuses"
+    return f"{type(error).__name__}: {first_line}"
+
+
 def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -138,6 +147,12 @@ class JanusPolicy(nn.Module):
                 "Without network access, pass a local directory (model.name_or_path=/path/to/Janus-Pro-1B) "
                 "or run offline with model=tiny / model=shapeworld."
             ) from err
+        except Exception as err:
+            raise CheckpointError(
+                f"could not load Janus checkpoint {source!r} ({describe_load_error(err)}). Its weight files "
+                "are corrupt, truncated, of another model size than its config.json, or hold pickled objects "
+                "(never unpickled here). Re-export or re-download the directory (python -m t2ir1.export)."
+            ) from None
         return cls(model, processor)
 
     def freeze_non_trainable(self) -> None:
