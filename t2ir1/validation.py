@@ -102,17 +102,22 @@ def boolean(key: str) -> Rule:
 
 
 # ----------------------------------------------------------------------------- rule sets
-def sampling_rules(prefix: str, *, cot: bool = True) -> list[Rule]:
-    """Sampling knobs under ``prefix`` (``algo`` in training, ``generation`` in generate/eval)."""
+def sampling_rules(prefix: str, *, cot: bool = True, from_card: bool = False) -> list[Rule]:
+    """Sampling knobs under ``prefix`` (``algo`` in training, ``generation`` in generate/eval).
+
+    ``from_card``: null is allowed for the sampling settings (generate/eval then take them from the
+    checkpoint's run card, else t2ir1's defaults: :mod:`t2ir1.policy.run_card`).
+    """
+    n = from_card
     rules = [
-        number(f"{prefix}.cfg_weight", 0, note="1 = no guidance, 0 = unconditional only; paper: 5"),
-        number(f"{prefix}.text_temperature", 0, note="0 = greedy; paper: 1.0"),
-        number(f"{prefix}.image_temperature", 0, note="0 = greedy; paper: 1.0"),
-        number(f"{prefix}.text_top_k", 0, integer=True, note="0 = off"),
-        number(f"{prefix}.image_top_k", 0, integer=True, note="0 = off"),
-        number(f"{prefix}.text_top_p", 0, 1, low_open=True, note="1 = off"),
-        number(f"{prefix}.image_top_p", 0, 1, low_open=True, note="1 = off"),
-        choice(f"{prefix}.cfg_uncond", CFG_UNCOND),
+        number(f"{prefix}.cfg_weight", 0, nullable=n, note="1 = no guidance, 0 = unconditional only; paper: 5"),
+        number(f"{prefix}.text_temperature", 0, nullable=n, note="0 = greedy; paper: 1.0"),
+        number(f"{prefix}.image_temperature", 0, nullable=n, note="0 = greedy; paper: 1.0"),
+        number(f"{prefix}.text_top_k", 0, integer=True, nullable=n, note="0 = off"),
+        number(f"{prefix}.image_top_k", 0, integer=True, nullable=n, note="0 = off"),
+        number(f"{prefix}.text_top_p", 0, 1, low_open=True, nullable=n, note="1 = off"),
+        number(f"{prefix}.image_top_p", 0, 1, low_open=True, nullable=n, note="1 = off"),
+        choice(f"{prefix}.cfg_uncond", CFG_UNCOND, nullable=n),
         number(f"{prefix}.chunk_rows", 1, integer=True, nullable=True),
         choice(f"{prefix}.compile", COMPILE_MODES),
         number(f"{prefix}.memory_budget_gib", 0, low_open=True, nullable=True, note="null = from free memory"),
@@ -120,7 +125,7 @@ def sampling_rules(prefix: str, *, cot: bool = True) -> list[Rule]:
         number(f"{prefix}.batch_size", 1, integer=True),
     ]
     if cot:
-        rules.append(number(f"{prefix}.max_new_tokens", 1, integer=True, note="longest semantic CoT in tokens"))
+        rules.append(number(f"{prefix}.max_new_tokens", 1, integer=True, nullable=n, note="longest semantic CoT in tokens"))
     return rules
 
 
@@ -306,10 +311,10 @@ def check_train_config(cfg: DictConfig) -> None:
 
 
 def _inference_problems(cfg: DictConfig) -> list[str]:
-    rules = [*sampling_rules("generation", cot=False), *MODEL_RULES, boolean("use_cot"), number("seed", integer=True)]
+    rules = [*sampling_rules("generation", cot=False, from_card=True), *MODEL_RULES, boolean("use_cot"), number("seed", integer=True)]
     problems = _problems(cfg, rules)
     if _value(cfg, "use_cot") is True:
-        problems += _problems(cfg, [number("generation.max_new_tokens", 1, integer=True,
+        problems += _problems(cfg, [number("generation.max_new_tokens", 1, integer=True, nullable=True,
                                            note="use_cot=true samples a CoT of at least one token")])
     return problems
 

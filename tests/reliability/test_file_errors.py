@@ -43,7 +43,7 @@ def test_truncated_training_checkpoint(tmp_path, policy_ckpt, tiny_dir):
 
 
 def test_directory_passed_as_checkpoint(tmp_path, tiny_dir):
-    with pytest.raises(ExportError, match=r"is a directory; pass a checkpoint file inside it, e.g. .*last.ckpt"):
+    with pytest.raises(ExportError, match=r"is a directory but not a distributed checkpoint .*last.ckpt"):
         export_main([str(tmp_path), str(tmp_path / "out"), "--base", str(tiny_dir)])
 
 

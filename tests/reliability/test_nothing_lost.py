@@ -51,8 +51,9 @@ def test_another_prompt_list_in_the_same_folder_keeps_earlier_images(tmp_path, t
     ("override", "difference"),
     [
         ("seed=1", "seed: 0 then, 1 now"),
-        ("generation.cfg_weight=2", "sampling.cfg_weight: 5.0 then, 2 now"),
-        ("generation.image_temperature=0.5", "sampling.image_temperature: 1.0 then, 0.5 now"),
+        # null = the model's run card (or the paper's default): the key records the setting as asked
+        ("generation.cfg_weight=2", "sampling.cfg_weight: None then, 2 now"),
+        ("generation.image_temperature=0.5", "sampling.image_temperature: None then, 0.5 now"),
         ("use_cot=false", "use_cot: True then, False now"),
         ("generation.reasoning_prompt='Describe {} briefly.'", "reasoning_prompt:"),
     ],
