@@ -16,6 +16,7 @@ A benchmark is a plain object (built by Hydra from ``conf/benchmark/<name>.yaml`
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -125,3 +126,26 @@ class Benchmark:
         }
         overall = mean([c["score"] for c in categories.values()])
         return {"categories": categories, "overall": overall, "overall_rule": "mean over categories"}
+
+
+def read_jsonl(path: str | Path, what: str, hint: str) -> list[dict[str, Any]]:
+    """Rows of a JSON Lines file (blank lines skipped); errors name the file and line."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BenchmarkFileError(f"{what} file {path} does not exist; {hint}")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BenchmarkFileError(
+                f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})"
+            ) from err
+        if not isinstance(row, dict):
+            raise BenchmarkFileError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        rows.append({**row, "_line": number})
+    if not rows:
+        raise BenchmarkFileError(f"{path}: no rows")
+    return rows

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from t2ir1.evaluate.base import Benchmark, BenchmarkFileError, EvalItem, ImageEntry, mean
+from t2ir1.evaluate.base import Benchmark, BenchmarkFileError, EvalItem, ImageEntry, mean, read_jsonl
 from t2ir1.evaluate.provenance import describe
 
 log = logging.getLogger(__name__)
@@ -66,29 +66,6 @@ IMAGINE_FIELDS = {
     "identity preservation": "identity_preservation",
     "aesthetic quality": "aesthetic_quality",
 }
-
-
-def read_jsonl(path: str | Path, what: str, hint: str) -> list[dict[str, Any]]:
-    """Rows of a JSON Lines file (blank lines skipped); errors name the file and line."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise BenchmarkFileError(f"{what} file {path} does not exist; {hint}")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise BenchmarkFileError(
-                f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})"
-            ) from err
-        if not isinstance(row, dict):
-            raise BenchmarkFileError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        rows.append({**row, "_line": number})
-    if not rows:
-        raise BenchmarkFileError(f"{path}: no rows")
-    return rows
 
 
 def check_prompt_list(txt_path: str | None, prompts: Sequence[str], jsonl_path: str) -> None:

@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from t2ir1.evaluate.base import Benchmark, BenchmarkFileError, EvalItem, ImageEntry
+from t2ir1.evaluate.base import Benchmark, BenchmarkFileError, EvalItem, ImageEntry, read_jsonl
 from t2ir1.evaluate.judges import ClipJudge, GroundingDetector, Mask2FormerDetector, masked_crop
 from t2ir1.rewards.compositional import Box, Detection, nms
 
@@ -120,18 +120,9 @@ def read_metadata(path: str | Path) -> list[dict[str, Any]]:
             "benchmark.metadata=<clone>/prompts/evaluation_metadata.jsonl"
         )
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise BenchmarkFileError(
-                f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})"
-            ) from err
+    for row in read_jsonl(path, "GenEval metadata", "pass benchmark.metadata=<clone>/prompts/evaluation_metadata.jsonl"):
+        number = row.pop("_line")
         rows.append(validate_metadata(row, f"{path}:{number}"))
-    if not rows:
-        raise BenchmarkFileError(f"{path}: no metadata rows")
     return rows
 
 

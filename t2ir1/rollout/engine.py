@@ -442,6 +442,7 @@ class GenerationEngine:
         self.options = options
         self._decoder: Decoder | None = None
         self._static_step: Callable | None = None
+        self._weights_read = False  # True while generate() holds one read of the weights
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -453,8 +454,22 @@ class GenerationEngine:
         return self._decoder
 
     def _refresh(self) -> None:
-        """Read the live weights (training changes them between generations); fuse them on CPU."""
-        self.decoder.refresh(fuse=self.policy.lm_head.weight.device.type == "cpu")
+        """Read the live weights (training changes them between generations); fuse them on CPU.
+
+        Inside :meth:`generate` the weights are read once for both levels (``_weights_read``).
+        """
+        if not self._weights_read:
+            self.decoder.refresh(fuse=self.policy.lm_head.weight.device.type == "cpu")
+
+    @contextmanager
+    def _weights_once(self) -> Iterator[None]:
+        """One weight read (and CPU fusion) for the whole block: the CoT and the image level share it."""
+        self._refresh()
+        self._weights_read = True
+        try:
+            yield
+        finally:
+            self._weights_read = False
 
     def _step_fn(self) -> Callable | None:
         if self.options.compile == "none":
@@ -516,7 +531,7 @@ class GenerationEngine:
             raise ValueError("no prompts to generate")
         policy, timings = self.policy, {}
         device = policy.device
-        with gathered(policy.language_model, policy.lm_head):
+        with gathered(policy.language_model, policy.lm_head), self._weights_once():
             semantic = None
             if use_cot:
                 start = time.perf_counter()
