@@ -60,6 +60,8 @@ def original_image_prompts(policy, prompts: Sequence[str], cots: Sequence[str | 
     return ImagePrompts(ids, mask, positions, torch.ones_like(mask))
 
 
-def image_prompts(policy, prompts: Sequence[str], cots: Sequence[str | None], quirks: bool = False) -> ImagePrompts:
+def image_prompts(
+    policy, prompts: Sequence[str], cots: Sequence[str | None], quirks: bool = False
+) -> ImagePrompts:
     """The engine's image prompts: the original's layout when ``quirks``, else t2ir1's."""
     return (original_image_prompts if quirks else fixed_image_prompts)(policy, prompts, cots)

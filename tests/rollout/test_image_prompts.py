@@ -51,13 +51,23 @@ def test_engine_samples_the_original_layout_as_the_original_loop(tiny_policy, cf
     (right padding, no position ids, interleaved CFG rows attending everywhere) run through
     transformers; on t2ir1's layout the padded row's tokens differ."""
     quirk = image_prompts(tiny_policy, PROMPTS, COTS, quirks=True)
-    engine = GenerationEngine(tiny_policy, SamplingOptions(cfg_weight=cfg_weight, image_temperature=0.0, prompt_quirks=True))
+    engine = GenerationEngine(
+        tiny_policy, SamplingOptions(cfg_weight=cfg_weight, image_temperature=0.0, prompt_quirks=True)
+    )
     ours, ours_logp, _ = engine.sample_images(
-        quirk.ids, quirk.mask, 1, None, position_ids=quirk.positions, uncond_mask=quirk.uncond_mask, decode=False
+        quirk.ids,
+        quirk.mask,
+        1,
+        None,
+        position_ids=quirk.positions,
+        uncond_mask=quirk.uncond_mask,
+        decode=False,
     )
     # temperature 1e-6 makes the original's softmax one-hot: multinomial draws the argmax
     torch.manual_seed(0)
-    theirs = original_image_tokens(tiny_policy, quirk.ids, quirk.mask, cfg_weight=cfg_weight, temperature=1e-6)
+    theirs = original_image_tokens(
+        tiny_policy, quirk.ids, quirk.mask, cfg_weight=cfg_weight, temperature=1e-6
+    )
     assert torch.equal(ours, theirs)
     fixed = image_prompts(tiny_policy, PROMPTS, COTS, quirks=False)
     plain = GenerationEngine(tiny_policy, SamplingOptions(cfg_weight=cfg_weight, image_temperature=0.0))
