@@ -129,7 +129,7 @@ class SamplingOptions:
             raise ValueError(
                 f"sampling options prompt_quirks=True and cfg_uncond={self.cfg_uncond!r} contradict each other: "
                 "the original's unconditional rows are the full ones (BOS + pads + <begin_of_image>, every "
-                "position attended). Set cfg_uncond=full, or prompt_quirks=false to keep the short rows"
+                "position attended). Set algo.cfg_uncond=full, or algo.prompt_quirks=false to keep the short rows"
             )
 
     @property
