@@ -28,6 +28,8 @@ CONF = REPO / "conf"
 # Every key where the recommended preset differs from the original (the README table's rows).
 FIXED_KEYS = {
     "algo.token_normalizer": ("local", "global"),
+    "algo.prompt_quirks": (True, False),
+    "algo.reference_reads_policy_embeddings": (True, False),
     "reward.members.gdino.reference_quirks": (True, False),
     "reward.members.orm.readout": ("sampled", "forward"),
     "reward.members.orm.yes_tokens": (["yes"], ["yes", "Yes"]),
@@ -74,6 +76,11 @@ def test_paper_preset_is_the_original_key_by_key(tmp_path):
     assert algo.text_top_k == 50
     # §2.2 token CoT: CFG 5, temperature 1, one image per completion
     assert algo.cfg_weight == 5.0 and algo.image_temperature == 1.0 and algo.new_generations_image == 1
+    # §2.2-2.3 the original's image prompts (unstripped CoT, right padding with the position gap, unconditional
+    # rows attending everywhere) and its uint8 truncation
+    assert algo.prompt_quirks is True and algo.cfg_uncond == "full"
+    # §2.6 quirk: the reference forward reads the policy's text embeddings
+    assert algo.reference_reads_policy_embeddings is True
     # §2.5-6 advantages and loss: std + 1e-4, beta 0.01, one update (ratio 1), token mean per rank
     assert algo.adv_eps == 1e-4 and algo.adv_scale is True and algo.beta == 0.01 and algo.num_iterations == 1
     assert list(algo.levels) == ["semantic", "token"] and algo.loss_aggregation == "token_mean"

@@ -61,6 +61,10 @@ class GRPOSettings:
     image_top_p: float = 1.0
     cfg_weight: float = 5.0
     cfg_uncond: str = "full"
+    # the original's image-prompt layout and uint8 truncation (t2ir1.rollout.image_prompts)
+    prompt_quirks: bool = False
+    # the original's reference forward reads the policy's text embeddings (ReferenceModel)
+    reference_reads_policy_embeddings: bool = False
     reasoning_prompt: str | None = "default"
     system_prompt: str = SYSTEM_PROMPT
     logprob_chunk_logits: int = 1 << 21
@@ -102,6 +106,7 @@ class GRPOSettings:
             cfg_weight=self.cfg_weight,
             cfg_uncond=self.cfg_uncond,
             decode_micro_batch_size=self.decode_micro_batch_size,
+            prompt_quirks=self.prompt_quirks,
             **dict(rollout or {}),
         )
 
@@ -227,7 +232,7 @@ class BiCoTGRPOModule(L.LightningModule):
             self.policy = self._policy_factory()
         self.policy.freeze_non_trainable()
         if self.settings.beta > 0 and self.reference is None:
-            self.reference = self.policy.make_reference()
+            self.reference = self.policy.make_reference(self.settings.reference_reads_policy_embeddings)
         # sharding strategies (t2ir1.scale.fsdp.FSDP2Strategy) shard policy and reference here
         shard = getattr(self._trainer.strategy, "shard_policy", None) if self._trainer is not None else None
         if shard is not None:
@@ -320,7 +325,13 @@ class BiCoTGRPOModule(L.LightningModule):
         if "token" in s.levels:
             if isinstance(model, ReferenceModel):
                 parts.append(
-                    model.image_logprobs(g.image_prompt_ids, g.image_prompt_mask, g.image_tokens, s.logprob_chunk_logits)
+                    model.image_logprobs(
+                        g.image_prompt_ids,
+                        g.image_prompt_mask,
+                        g.image_tokens,
+                        s.logprob_chunk_logits,
+                        position_ids=g.image_prompt_positions,
+                    )
                 )
             else:
                 parts.append(
@@ -332,6 +343,7 @@ class BiCoTGRPOModule(L.LightningModule):
                         g.image_prompt_mask,
                         g.image_tokens,
                         s.logprob_chunk_logits,
+                        position_ids=g.image_prompt_positions,  # the layout the rollout sampled with
                     )
                 )
             # image sequences always have their full length: never masked (REFERENCE §5b)

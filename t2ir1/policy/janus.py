@@ -29,6 +29,17 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 FROZEN_PARTS = ("vision_model", "aligner", "vqmodel", "generation_embeddings", "generation_aligner", "generation_head")
 
 
+def pixels_to_uint8(pixels: torch.Tensor, truncate: bool = False) -> torch.Tensor:
+    """VQ decoder output in ``[-1, 1]`` -> uint8 ``(x + 1) / 2 * 255``, clipped to ``[0, 255]``.
+
+    Rounded by default. ``truncate`` is the original's: it assigns the clipped float array to a
+    uint8 numpy array, which truncates (grpo_trainer.py:704-706), so 254.7 becomes 254, not 255
+    (``algo.prompt_quirks``).
+    """
+    scaled = ((pixels.float() + 1) / 2 * 255).clamp(0, 255)
+    return (scaled if truncate else scaled.round()).to(torch.uint8)  # non-negative: the cast truncates
+
+
 class CheckpointError(RuntimeError):
     """A policy checkpoint that cannot be found or loaded."""
 
@@ -56,26 +67,47 @@ class ReferenceModel(nn.Module):
     Holds its own copy of the trained parts only (language model + ``lm_head``); the frozen
     Janus parts it needs (generation embeddings, aligner, head) are the policy's own
     modules, shared, not copied.
+
+    ``reads_policy_embeddings`` reproduces the original's quirk (``algo.
+    reference_reads_policy_embeddings``): its reference forward receives ``inputs_embeds`` made
+    by the *policy's* (trained) text embedding table (CaraJ7/T2I-R1 at 2d9d4d1,
+    src/t2i-r1/src/open_r1/trainer/grpo_trainer.py:511 and 524-529 for the CoT tokens, 646-654
+    and 677-683 for the image prompt), so drift of the text embeddings is invisible to its KL.
+    It affects both levels: every text token the reference reads (semantic prompt + CoT, and
+    the image prompt's text before the image tokens); the image tokens' embeddings come from
+    the frozen generation embeddings, shared by both models anyway.
     """
 
-    def __init__(self, policy: JanusPolicy):
+    def __init__(self, policy: JanusPolicy, reads_policy_embeddings: bool = False):
         super().__init__()
         self.language_model = copy.deepcopy(policy.language_model).eval().requires_grad_(False)
         self.lm_head = copy.deepcopy(policy.lm_head).eval().requires_grad_(False)
+        self.reads_policy_embeddings = reads_policy_embeddings
         # plain attribute, not a registered sub-module: shared with the policy, never saved twice
         object.__setattr__(self, "_policy", policy)
 
     def train(self, mode: bool = True) -> ReferenceModel:  # the reference never leaves eval mode
         return super().train(False)
 
+    def _text_embedding(self) -> nn.Module | None:
+        """The table that embeds the text ids the reference reads (None: its own)."""
+        return self._policy.language_model.get_input_embeddings() if self.reads_policy_embeddings else None
+
     @torch.no_grad()
     def text_logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits=1 << 21):
         return lp.text_logprobs(
-            self.language_model, self.lm_head, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits
+            self.language_model,
+            self.lm_head,
+            prompt_ids,
+            prompt_mask,
+            completion_ids,
+            completion_mask,
+            chunk_logits,
+            embed=self._text_embedding(),
         )
 
     @torch.no_grad()
-    def image_logprobs(self, prompt_ids, prompt_mask, image_tokens, chunk_logits=1 << 21):
+    def image_logprobs(self, prompt_ids, prompt_mask, image_tokens, chunk_logits=1 << 21, position_ids=None):
         policy = self._policy
         return lp.image_logprobs(
             self.language_model,
@@ -85,6 +117,8 @@ class ReferenceModel(nn.Module):
             prompt_mask,
             image_tokens,
             chunk_logits,
+            position_ids=position_ids,
+            embed=self._text_embedding(),
         )
 
 
@@ -167,8 +201,8 @@ class JanusPolicy(nn.Module):
             getattr(self.model.model, name).eval()
         return self
 
-    def make_reference(self) -> ReferenceModel:
-        return ReferenceModel(self)
+    def make_reference(self, reads_policy_embeddings: bool = False) -> ReferenceModel:
+        return ReferenceModel(self, reads_policy_embeddings=reads_policy_embeddings)
 
     # ---------------------------------------------------------------- parts
     @property
@@ -239,22 +273,25 @@ class JanusPolicy(nn.Module):
         texts = [image_prompt(p, c) + self.tokenizer.boi_token for p, c in zip(prompts, cots, strict=True)]
         return self._encode(texts)
 
-    def decode_text(self, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[str]:
-        return [
-            self.tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True).strip()
+    def decode_text(self, completion_ids: torch.Tensor, completion_mask: torch.Tensor, strip: bool = True) -> list[str]:
+        """CoT texts of the completions' unmasked tokens; ``strip=False`` keeps the leading space the
+        original's image prompt carries (grpo_trainer.py:543, ``algo.prompt_quirks``)."""
+        texts = [
+            self.tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True)
             for ids, mask in zip(completion_ids, completion_mask, strict=True)
         ]
+        return [t.strip() for t in texts] if strip else texts
 
     # ---------------------------------------------------------------- images
     @torch.no_grad()
-    def decode_images(self, image_tokens: torch.Tensor, micro_batch_size: int = 16) -> torch.Tensor:
-        """VQ codes ``[N, T]`` -> uint8 RGB ``[N, S, S, 3]`` via ``(x + 1) / 2 * 255``, clipped."""
+    def decode_images(self, image_tokens: torch.Tensor, micro_batch_size: int = 16, truncate: bool = False) -> torch.Tensor:
+        """VQ codes ``[N, T]`` -> uint8 RGB ``[N, S, S, 3]`` via ``(x + 1) / 2 * 255``, clipped
+        (rounded; ``truncate``: the original's cast, see :func:`pixels_to_uint8`)."""
         vq = self.model.model.vqmodel
         pieces = []
         for start in range(0, image_tokens.shape[0], micro_batch_size):
             pixels = vq.decode(image_tokens[start : start + micro_batch_size])  # [n, 3, S, S] in ~[-1, 1]
-            pixels = ((pixels.float() + 1) / 2 * 255).clamp(0, 255).round().to(torch.uint8)
-            pieces.append(pixels.permute(0, 2, 3, 1).cpu())  # [n, S, S, 3]
+            pieces.append(pixels_to_uint8(pixels, truncate).permute(0, 2, 3, 1).cpu())  # [n, S, S, 3]
         return torch.cat(pieces)
 
     @staticmethod

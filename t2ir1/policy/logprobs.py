@@ -81,6 +81,7 @@ def text_logprobs(
     completion_ids: torch.Tensor,
     completion_mask: torch.Tensor,
     chunk_logits: int = 1 << 21,
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Log-probs of the semantic-CoT tokens under ``language_model`` + ``lm_head``.
 
@@ -89,13 +90,16 @@ def text_logprobs(
         completion_ids, completion_mask: ``[N, C]`` sampled completions (mask 1 up to and
             including the first EOS).
         chunk_logits: logits held at once (positions per chunk = this // vocabulary size).
+        embed: the text embedding table to read the ids with (default: ``language_model``'s
+            own; the original's reference reads the policy's, ``ReferenceModel``).
     Returns:
         ``[N, C]`` float32 log-probabilities (values at masked positions are meaningless).
     """
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [N, P+C]
     attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    inputs = {"input_ids": input_ids} if embed is None else {"inputs_embeds": embed(input_ids)}  # [N, P+C(, H)]
     out = language_model(
-        input_ids=input_ids,
+        **inputs,
         attention_mask=attention_mask,
         position_ids=positions_from_mask(attention_mask),
         use_cache=False,
@@ -115,26 +119,40 @@ def image_logprobs(
     prompt_mask: torch.Tensor,
     image_tokens: torch.Tensor,
     chunk_logits: int = 1 << 21,
+    position_ids: torch.Tensor | None = None,
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Log-probs of the image tokens under ``language_model`` + the generation head.
 
     Args:
-        prompt_ids, prompt_mask: ``[N, P]`` left-padded image prompts ending in ``<begin_of_image>``.
+        prompt_ids, prompt_mask: ``[N, P]`` image prompts ending in ``<begin_of_image>``
+            (left-padded, or the original's right-padded layout with ``position_ids``).
         image_tokens: ``[N, T]`` sampled VQ codes.
         embed_image_tokens: codes ``[N, T-1]`` -> embeddings ``[N, T-1, H]`` (generation
             embeddings + aligner; frozen, shared with the reference).
+        position_ids: ``[N, P]`` the prompt's positions as the rollout used them
+            (``Generation.image_prompt_positions``; default: from the mask, 0 at the first real
+            token); the image tokens continue from each row's last one.
+        embed: the text embedding table to read ``prompt_ids`` with (default:
+            ``language_model``'s own; the original's reference reads the policy's).
     Returns:
         ``[N, T]`` float32 log-probabilities of the image tokens (conditional, no CFG).
     """
-    text_embeds = language_model.get_input_embeddings()(prompt_ids)  # [N, P, H]
+    text_embed = language_model.get_input_embeddings() if embed is None else embed
+    text_embeds = text_embed(prompt_ids)  # [N, P, H]
     image_embeds = embed_image_tokens(image_tokens[:, :-1]).to(text_embeds.dtype)  # [N, T-1, H]
     inputs_embeds = torch.cat([text_embeds, image_embeds], dim=1)  # [N, P+T-1, H]
     ones = torch.ones(image_tokens.shape[0], image_tokens.shape[1] - 1, dtype=prompt_mask.dtype, device=prompt_mask.device)
     attention_mask = torch.cat([prompt_mask, ones], dim=1)
+    if position_ids is None:
+        positions = positions_from_mask(attention_mask)  # [N, P+T-1]
+    else:
+        steps = torch.arange(1, image_tokens.shape[1], device=position_ids.device)  # [T-1]
+        positions = torch.cat([position_ids, position_ids[:, -1:] + steps], dim=1)  # [N, P+T-1]
     out = language_model(
         inputs_embeds=inputs_embeds,
         attention_mask=attention_mask,
-        position_ids=positions_from_mask(attention_mask),
+        position_ids=positions,
         use_cache=False,
     )
     n_prompt, n_image = prompt_ids.shape[1], image_tokens.shape[1]

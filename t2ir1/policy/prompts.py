@@ -3,6 +3,7 @@
 Semantic level:  "{SYSTEM}\n\n<|User|>: {reasoning_prompt.format(prompt).strip()}\n\n<|Assistant|>:"
                  (then stripped as a whole, as the original's ``apply_sft_template`` does)
 Token level:     "<|User|>: {prompt}. {cot}\n\n<|Assistant|>:" + "<begin_of_image>"
+                 (the CoT stripped; the original keeps its leading space: ``algo.prompt_quirks``)
 BOS is added by the tokenizer in both cases.
 """
 
@@ -75,7 +76,11 @@ def semantic_prompt(prompt: str, reasoning_template: str, system_prompt: str = S
     return f"{system_prompt}\n\n<|User|>: {message}\n\n<|Assistant|>:".strip()
 
 
-def image_prompt(prompt: str, cot: str | None) -> str:
-    """The text before ``<begin_of_image>``; ``cot=None`` gives the no-reasoning baseline."""
-    user = prompt if cot is None else f"{prompt}. {cot.strip()}"
+def image_prompt(prompt: str, cot: str | None, strip_cot: bool = True) -> str:
+    """The text before ``<begin_of_image>``; ``cot=None`` gives the no-reasoning baseline.
+
+    ``strip_cot=False`` is the original's: the decoded completion goes in as it is, so its
+    usual leading space gives ``". " + " A ..."`` (grpo_trainer.py:543-545).
+    """
+    user = prompt if cot is None else f"{prompt}. {cot.strip() if strip_cot else cot}"
     return f"<|User|>: {user}\n\n<|Assistant|>:"

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from t2ir1.policy.logprobs import positions_from_mask
+from t2ir1.rollout.image_prompts import image_prompts
 from t2ir1.rollout.sampling import draw, prompt_generators, sampling_logits, unconditional_ids
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
@@ -74,6 +75,10 @@ class SamplingOptions:
         compile: ``none`` | ``default`` | ``reduce-overhead`` | ``max-autotune``
             (``torch.compile`` of the static decode step).
         decode_micro_batch_size: images per VQ-decoder call.
+        prompt_quirks: the original's image-prompt details (``t2ir1.rollout.image_prompts``:
+            unstripped CoT, right padding with the position gap before ``<begin_of_image>``,
+            unconditional rows attending to every position) and its uint8 truncation when
+            decoding images; needs ``cfg_uncond=full``.
     """
 
     max_new_tokens: int = 1024
@@ -89,6 +94,7 @@ class SamplingOptions:
     memory_budget_gib: float | None = None
     compile: str = "none"
     decode_micro_batch_size: int = 16
+    prompt_quirks: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -119,6 +125,12 @@ class SamplingOptions:
         for ok, key, value, allowed in checks:
             if not ok:
                 raise ValueError(f"sampling option {key}={value!r} is out of range: it must be {allowed}")
+        if self.prompt_quirks and self.cfg_uncond != "full":
+            raise ValueError(
+                f"sampling options prompt_quirks=True and cfg_uncond={self.cfg_uncond!r} contradict each other: "
+                "the original's unconditional rows are the full ones (BOS + pads + <begin_of_image>, every "
+                "position attended). Set algo.cfg_uncond=full, or algo.prompt_quirks=false to keep the short rows"
+            )
 
     @property
     def guided(self) -> bool:
@@ -146,6 +158,8 @@ class Generation:
     completion_ids: torch.Tensor | None = None  # [B*G, C] padded after EOS
     completion_mask: torch.Tensor | None = None  # [B*G, C] 1 up to and including the first EOS
     text_logp: torch.Tensor | None = None  # [B*G, C] float32, under the CoT sampling distribution
+    # [N, P_img] positions of the image prompts as sampled (None: from the mask; prompt_quirks: 0 .. P-1)
+    image_prompt_positions: torch.Tensor | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -545,21 +559,30 @@ class GenerationEngine:
                 cots = [None] * (len(prompts) * group_size * images_per_cot)
             rows_per_prompt = group_size * images_per_cot
             row_prompts = [p for p in prompts for _ in range(rows_per_prompt)]
-            img_ids, img_mask = policy.encode_image_prompts(row_prompts, cots)  # [N, P_img]
+            layout = image_prompts(policy, row_prompts, cots, quirks=self.options.prompt_quirks)  # [N, P_img]
             # a fresh set of generators for the image level: its draws do not depend on the CoT length
             generators = prompt_generators(seeds, device)
             for g in generators:
                 g.manual_seed(g.initial_seed() ^ 0x1D)
             start = time.perf_counter()
-            tokens, logp, images = self.sample_images(img_ids, img_mask, rows_per_prompt, generators, on_images)
+            tokens, logp, images = self.sample_images(
+                layout.ids,
+                layout.mask,
+                rows_per_prompt,
+                generators,
+                on_images,
+                position_ids=layout.positions,
+                uncond_mask=layout.uncond_mask,
+            )
             timings["image"] = time.perf_counter() - start
         generation = Generation(
             prompts=list(prompts),
             group_size=group_size,
             images_per_cot=images_per_cot,
             cots=cots,
-            image_prompt_ids=img_ids,
-            image_prompt_mask=img_mask,
+            image_prompt_ids=layout.ids,
+            image_prompt_mask=layout.mask,
+            image_prompt_positions=layout.positions,
             image_tokens=tokens,
             image_logp=logp,
             images=images,
@@ -649,7 +672,8 @@ class GenerationEngine:
             "completion_ids": completion_ids,
             "completion_mask": completion_mask,
             "logp": logps[:, :width] * completion_mask,
-            "texts": policy.decode_text(completion_ids, completion_mask),
+            # the original's image prompt keeps the decoded CoT's leading space (prompt_quirks)
+            "texts": policy.decode_text(completion_ids, completion_mask, strip=not o.prompt_quirks),
         }
 
     # ------------------------------------------------------------------ token level
@@ -695,7 +719,8 @@ class GenerationEngine:
                 None if position_ids is None else position_ids[rows],
                 None if uncond_mask is None else uncond_mask[rows],
             )
-            chunk_images = policy.to_pil(policy.decode_images(chunk_tokens, o.decode_micro_batch_size)) if decode else []
+            pixels = policy.decode_images(chunk_tokens, o.decode_micro_batch_size, truncate=o.prompt_quirks) if decode else None
+            chunk_images = policy.to_pil(pixels) if decode else []
             if on_images is not None and decode:
                 on_images(rows.start, chunk_images)
             tokens.append(chunk_tokens)

@@ -96,7 +96,9 @@ def original_rollout(policy, prompts: Sequence[str], reasoning_template: str, sy
     ids, mask = policy.encode_semantic_prompts(list(prompts), reasoning_template, system_prompt)
     completions = original_cot(policy, ids, mask, group_size, max_new_tokens)
     cots = policy.tokenizer.batch_decode(completions, skip_special_tokens=True)  # grpo_trainer.py:543
-    texts = [image_prompt(prompts[row // group_size], cot) for row, cot in enumerate(cots)]  # grpo_trainer.py:542-560
+    # the decoded CoT is not stripped (grpo_trainer.py:542-560)
+    texts = [image_prompt(prompts[row // group_size], cot, strip_cot=False) for row, cot in enumerate(cots)]
     img_ids, img_mask = right_padded_image_prompts(policy, texts)
     tokens = original_image_tokens(policy, img_ids, img_mask, cfg_weight)
-    return policy.to_pil(policy.decode_images(tokens, decode_micro_batch_size))
+    # uint8 by truncation: the clipped floats are assigned to a uint8 array (grpo_trainer.py:704-706)
+    return policy.to_pil(policy.decode_images(tokens, decode_micro_batch_size, truncate=True))

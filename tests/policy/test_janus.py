@@ -2,7 +2,8 @@ import pytest
 import torch
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
-from t2ir1.policy.janus import FROZEN_PARTS, CheckpointError, JanusPolicy
+from t2ir1.policy.janus import FROZEN_PARTS, CheckpointError, JanusPolicy, pixels_to_uint8
+from t2ir1.policy.logprobs import positions_from_mask
 from t2ir1.policy.tokenizer import BOI_TOKEN, BOS_TOKEN
 
 
@@ -70,3 +71,57 @@ def test_decode_images_maps_vq_output_to_uint8(tiny_policy):
     expected = ((raw + 1) / 2 * 255).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
     # batched vs single decode may differ in the last float bit, so allow one grey level
     assert (pixels[:1].int() - expected.int()).abs().max() <= 1
+
+
+def test_uint8_truncation_quirk_floors_where_rounding_goes_up(tiny_policy):
+    # x = 0.998: (x + 1) / 2 * 255 = 0.999 * 255 = 254.745 -> 255 rounded, 254 truncated (the original's
+    # numpy cast); -1 -> 0 and 1.5 -> 255 (clipped) either way
+    pixels = torch.tensor([0.998, -1.0, 1.5])
+    assert pixels_to_uint8(pixels).tolist() == [255, 0, 255]
+    assert pixels_to_uint8(pixels, truncate=True).tolist() == [254, 0, 255]
+    tokens = torch.randint(0, 256, (2, tiny_policy.num_image_tokens))
+    rounded = tiny_policy.decode_images(tokens).int()
+    truncated = tiny_policy.decode_images(tokens, truncate=True).int()
+    assert (truncated <= rounded).all() and (rounded - truncated).max() == 1  # the quirk loses up to one level
+    assert (rounded != truncated).float().mean() > 0.2  # about half of the pixels round up
+
+
+def test_reference_reading_the_policys_embeddings_misses_their_drift(tiny_policy):
+    """The original's reference forward reads the policy's text embeddings (grpo_trainer.py:511, 646-654):
+    after the policy's embedding rows drift, its log-probs move with them; t2ir1's reference does not move."""
+    own = tiny_policy.make_reference()
+    quirk = tiny_policy.make_reference(reads_policy_embeddings=True)
+    prompt_ids, prompt_mask = tiny_policy.encode_semantic_prompts(["a red cube", "two cats"], "Say {}.", "S")
+    completion = torch.randint(5, 400, (2, 6))
+    completion_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    img_ids, img_mask = tiny_policy.encode_image_prompts(["a red cube", "two cats"], ["It sits.", None])
+    image_tokens = torch.randint(0, 256, (2, tiny_policy.num_image_tokens))
+    text_args, image_args = (prompt_ids, prompt_mask, completion, completion_mask), (img_ids, img_mask, image_tokens)
+    text_before, image_before = own.text_logprobs(*text_args), own.image_logprobs(*image_args)
+    # before any update both references read equal tables
+    assert torch.equal(quirk.text_logprobs(*text_args), text_before)
+    assert torch.equal(quirk.image_logprobs(*image_args), image_before)
+    table = tiny_policy.language_model.get_input_embeddings().weight
+    used = torch.cat([prompt_ids.flatten(), completion.flatten(), img_ids.flatten()]).unique()
+    with torch.no_grad():  # the policy's text embeddings drift on the rows these sequences use
+        table[used] += 0.5 * torch.randn(len(used), table.shape[1], generator=torch.Generator().manual_seed(0))
+    keep = completion_mask.bool()
+    # fixed: the reference's own table, unchanged
+    assert torch.equal(own.text_logprobs(*text_args), text_before)
+    assert torch.equal(own.image_logprobs(*image_args), image_before)
+    # quirk: moved, and equal to the reference's layers run on the policy's embeddings, by hand
+    text_quirk, image_quirk = quirk.text_logprobs(*text_args), quirk.image_logprobs(*image_args)
+    assert (text_quirk - text_before)[keep].abs().max() > 1e-2 and (image_quirk - image_before).abs().max() > 1e-2
+    lm, head = own.language_model, own.lm_head
+    with torch.no_grad():
+        ids, mask = torch.cat([prompt_ids, completion], 1), torch.cat([prompt_mask, completion_mask], 1)
+        hidden = lm(inputs_embeds=table[ids], attention_mask=mask, position_ids=positions_from_mask(mask)).last_hidden_state
+        logits = head(hidden[:, prompt_ids.shape[1] - 1 : -1]).float()
+        expected = torch.log_softmax(logits, -1).gather(-1, completion[..., None]).squeeze(-1)
+        assert torch.allclose(text_quirk[keep], expected[keep], atol=1e-5)
+        embeds = torch.cat([table[img_ids], tiny_policy.embed_image_tokens(image_tokens[:, :-1])], 1)
+        mask = torch.cat([img_mask, torch.ones_like(image_tokens[:, :-1])], 1)
+        hidden = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask)).last_hidden_state
+        logits = tiny_policy.generation_head(hidden[:, img_ids.shape[1] - 1 :]).float()
+        expected = torch.log_softmax(logits, -1).gather(-1, image_tokens[..., None]).squeeze(-1)
+        assert torch.allclose(image_quirk, expected, atol=1e-5)

@@ -20,6 +20,12 @@ def test_image_prompt_with_and_without_cot():
     assert image_prompt("a cat", None) == "<|User|>: a cat\n\n<|Assistant|>:"
 
 
+def test_image_prompt_keeps_the_cots_leading_space_under_the_quirk():
+    # the original formats f"{raw_prompt}. {answer}" with the decoded answer unstripped (grpo_trainer.py:545)
+    assert image_prompt("a cat", " It sits.", strip_cot=False) == "<|User|>: a cat.  It sits.\n\n<|Assistant|>:"
+    assert image_prompt("a cat", " It sits.") == "<|User|>: a cat. It sits.\n\n<|Assistant|>:"
+
+
 def test_reasoning_prompt_sources(tmp_path):
     assert load_reasoning_prompt("default") == DEFAULT_REASONING_PROMPT
     path = tmp_path / "r.txt"

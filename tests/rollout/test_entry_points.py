@@ -85,3 +85,29 @@ def test_log_prob_gap_is_nan_under_guidance_and_shows_a_filtered_cot_sampler(tin
     # top-k 3 renormalises over 3 tokens: the untruncated replay gives each token less mass
     # (the original's slightly off-policy CoT, REFERENCE §2.1)
     assert diagnostics["rollout/text_logp_diff"].item() > 1e-3
+
+
+def test_the_original_image_prompt_layout_is_replayed_in_training_at_cfg_one(tiny_policy):
+    """prompt_quirks: the rollout samples on right-padded prompts with positions 0 .. P-1 (a gap before
+    <begin_of_image> on shorter rows) and the training pass replays exactly those inputs."""
+    from t2ir1.policy.logprobs import image_logprobs
+
+    module = make_module(tiny_policy, cfg_weight=1.0, prompt_quirks=True, reference_reads_policy_embeddings=True)
+    assert module.reference.reads_policy_embeddings
+    rollout = module.rollout(RECORDS, step=0)
+    g = rollout.generation
+    width = g.image_prompt_ids.shape[1]
+    assert g.image_prompt_positions.tolist() == [list(range(width))] * g.num_rows
+    padded = g.image_prompt_mask[:, -2] == 0  # rows with pads right before <begin_of_image>: the gap
+    assert padded.any() and (g.image_prompt_mask[:, 0] == 1).all()
+    module.score(rollout)
+    module.advantages(rollout)
+    module.prepare(rollout)
+    _, diagnostics = module.update(rollout)
+    assert diagnostics["rollout/logp_diff"].item() < 1e-4
+    assert diagnostics["rollout/text_logp_diff"].item() < 1e-4
+    # the positions matter: replayed with positions from the mask, the padded rows no longer match
+    args = (tiny_policy.language_model, tiny_policy.generation_head, tiny_policy.embed_image_tokens)
+    with torch.no_grad():
+        replay = image_logprobs(*args, g.image_prompt_ids, g.image_prompt_mask, g.image_tokens)
+    assert (replay - g.image_logp)[padded].abs().mean() > 1e-3
