@@ -114,6 +114,7 @@ def group_stats(rewards: Tensor, group_size: int, valid: Tensor | None = None) -
         groups with two or more valid samples only).
         ``zero_std_frac``: fraction of groups whose rewards are all equal; those groups
         get zero advantages and carry only the KL term (REFERENCE §5b, ``adv/zero_std_frac``).
+        ``zero_std``: ``[B]`` bool, which groups those are (dynamic sampling drops them).
     """
     with torch.no_grad():
         rewards = rewards.detach()
@@ -135,4 +136,5 @@ def group_stats(rewards: Tensor, group_size: int, valid: Tensor | None = None) -
         return {
             "reward_std_mean": std_mean.float(),
             "zero_std_frac": constant.float().mean(),
+            "zero_std": constant,
         }
