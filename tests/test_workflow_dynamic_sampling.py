@@ -56,31 +56,32 @@ class TrainedPrompts(L.Callback):
             handle.write(f"{trainer.global_step} {' '.join(ids)}\n")
 
 
-def _compose(tmp_path, name, *extra):
+def _compose(tmp_path, tiny_dir, name, *extra):
     cfg = compose_train(tmp_path / name, *FILTERED, f"trainer.max_steps={MAX_STEPS}", "logger=csv",
-                        "callbacks.checkpoint.every_n_train_steps=100", *extra)
+                        "callbacks.checkpoint.every_n_train_steps=100", f"paths.cache_dir={tmp_path}/cache", *extra)
     OmegaConf.set_struct(cfg, False)
+    cfg.model.cache_dir = str(tiny_dir.parent)  # the session's tiny checkpoint (no write to ~/.cache)
     cfg.callbacks.trained = {"_target_": f"{__name__}.TrainedPrompts", "path": str(tmp_path / f"{name}.txt")}
     return cfg
 
 
 @pytest.mark.slow  # three short training runs of the tiny model with refills: ~1 min on a busy machine
-def test_resumed_run_draws_the_same_refills_as_an_uninterrupted_one(tmp_path):
-    run(_compose(tmp_path, "full"))
+def test_resumed_run_draws_the_same_refills_as_an_uninterrupted_one(tmp_path, tiny_dir):
+    run(_compose(tmp_path, tiny_dir, "full"))
     full = read_metrics(tmp_path / "full" / "metrics.csv")
     assert sorted(full) == [0, 1, 2, 3]
     # refills happened before the cut (so the resumed loader must draw them again) and after it
     assert full[0]["filter/rounds"] + full[1]["filter/rounds"] > 2
     assert full[2]["filter/rounds"] + full[3]["filter/rounds"] > 2
 
-    cut_cfg = _compose(tmp_path, "cut")
+    cut_cfg = _compose(tmp_path, tiny_dir, "cut")
     cut_cfg.callbacks.sigterm = {"_target_": f"{__name__}.SigtermAtStep", "step": STOP_AT}
     with pytest.raises(SystemExit):
         run(cut_cfg)
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
     assert last.is_file()
 
-    run(_compose(tmp_path, "resumed", f"ckpt_path={last}"))
+    run(_compose(tmp_path, tiny_dir, "resumed", f"ckpt_path={last}"))
     resumed = read_metrics(tmp_path / "resumed" / "metrics.csv")
     assert sorted(resumed) == [2, 3]
 
