@@ -511,9 +511,10 @@ class BiCoTGRPOModule(L.LightningModule):
         if stats.bound_reached and not self._warned_short_batch:
             self._warned_short_batch = True
             log.warning(
-                "algo.filter_groups: a batch kept %d of %d groups after %d generation rounds (algo.max_gen_rounds=%d, "
-                "or the epoch's prompts ran out); it trains on those (logged as filter/bound_reached). Raise "
-                "algo.max_gen_rounds or check that the reward separates samples. Warned once.",
+                "algo.filter_groups: a batch kept %d of %d informative groups after %d generation rounds "
+                "(algo.max_gen_rounds=%d reached, the epoch's prompts ran out, or the training loader cannot refill: "
+                "train through t2ir1.train.run / t2ir1.lit.checkpointing.ResumableData); it trains on those (logged as "
+                "filter/bound_reached). Raise algo.max_gen_rounds or check that the reward separates samples. Warned once.",
                 stats.groups_kept, len(rollout.records) // self.settings.samples_per_prompt, stats.rounds,
                 self.settings.max_gen_rounds,
             )
