@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from t2ir1.algos.advantages import group_stats
+from t2ir1.algos.advantages import zero_std_groups
 from t2ir1.rewards.base import RewardOutput
 from t2ir1.rollout.engine import Generation
 
@@ -77,8 +77,8 @@ class FilterStats:
 
 
 def informative_groups(rewards: RewardOutput, samples_per_prompt: int) -> torch.Tensor:
-    """``[B]`` bool: True where a group's valid rewards differ (``group_stats``' ``zero_std`` negated)."""
-    return ~group_stats(rewards.scores, samples_per_prompt, valid=rewards.valid)["zero_std"].cpu()
+    """``[B]`` bool: True where a group's valid rewards differ (the groups ``adv/zero_std_frac`` does not count)."""
+    return ~zero_std_groups(rewards.scores, samples_per_prompt, valid=rewards.valid).cpu()
 
 
 # ----------------------------------------------------------------------------- selecting and joining rows
