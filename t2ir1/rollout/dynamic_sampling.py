@@ -99,10 +99,10 @@ def _join(values: Sequence[Any], sizes: Sequence[int]) -> Any:
     first = values[0]
     if isinstance(first, torch.Tensor) and all(
         isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == n and v.shape[1:] == first.shape[1:]
-        for v, n in zip(values, sizes)
+        for v, n in zip(values, sizes, strict=True)
     ):
         return torch.cat(list(values))
-    if isinstance(first, list | tuple) and all(isinstance(v, list | tuple) and len(v) == n for v, n in zip(values, sizes)):
+    if isinstance(first, list | tuple) and all(isinstance(v, list | tuple) and len(v) == n for v, n in zip(values, sizes, strict=True)):
         return type(first)(item for v in values for item in v)
     if isinstance(first, dict) and all(isinstance(v, dict) and v.keys() == first.keys() for v in values):
         return {key: _join([v[key] for v in values], sizes) for key in first}
@@ -159,7 +159,7 @@ def concat_generations(generations: Sequence[Generation], pad_id: int) -> Genera
         changes[mask_name] = torch.cat([_pad_to(m, width, 0, left) for m in masks])
     if first.has_cot:
         width = max(g.completion_ids.shape[1] for g in generations)
-        for name, value in zip(_COMPLETION_FIELDS, (pad_id, 0, 0.0)):
+        for name, value in zip(_COMPLETION_FIELDS, (pad_id, 0, 0.0), strict=True):
             changes[name] = torch.cat([_pad_to(getattr(g, name), width, value, left=False) for g in generations])
     for name in ("image_tokens", "image_logp", "cots", "images"):
         changes[name] = _join([getattr(g, name) for g in generations], [g.num_rows for g in generations])
@@ -189,7 +189,10 @@ def concat_rewards(outputs: Sequence[RewardOutput]) -> RewardOutput:
     sizes = [o.scores.shape[0] for o in outputs]
     valid = None
     if any(o.valid is not None for o in outputs):
-        valid = torch.cat([torch.ones(n, dtype=torch.bool) if o.valid is None else o.valid.bool().cpu() for o, n in zip(outputs, sizes)])
+        valid = torch.cat([
+            torch.ones(n, dtype=torch.bool) if o.valid is None else o.valid.bool().cpu()
+            for o, n in zip(outputs, sizes, strict=True)
+        ])
     return dataclasses.replace(
         outputs[0],
         scores=torch.cat([o.scores for o in outputs]),
@@ -253,6 +256,8 @@ def fill_informative_groups(
     if not parts:  # nothing informative: the first batch as it is (zero advantages, KL only)
         parts = [(first, torch.arange(target))]
     stats.groups_kept = sum(chosen.numel() for _, chosen in parts)
+    if len(parts) == 1 and parts[0][0] is first and stats.groups_kept == target:
+        return first, stats  # the first batch as it is: nothing to select or join
     generations, rewards, records, timings = [], [], [], {}
     for rollout, chosen in parts:
         rows = (chosen[:, None] * samples_per_prompt + torch.arange(samples_per_prompt)).flatten()
