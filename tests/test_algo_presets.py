@@ -49,6 +49,20 @@ def test_preset_composes_with_its_documented_values_and_source(tmp_path, preset)
     assert isinstance(settings, GRPOSettings)
 
 
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_no_experiment_overrides_a_preset_value(experiment):
+    """Experiments come after algo in the defaults list: one setting e.g. algo.beta would silently
+    undo algo=kl_free (the demo did, with the paper's 0.01)."""
+    from hydra import compose, initialize_config_dir
+
+    for preset, (values, _) in EXPECTED.items():
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("train", overrides=[f"algo={preset}", f"experiment={experiment}"])
+        algo = OmegaConf.to_container(cfg.algo, resolve=False)
+        changed = {key: algo[key] for key, value in values.items() if algo[key] != value}
+        assert not changed, f"experiment={experiment} overrides algo={preset}: {changed}"
+
+
 def test_kl_free_builds_no_reference_and_trains_without_kl(tmp_path, tiny_dir):
     paper = build_module(_cfg(tmp_path / "paper", tiny_dir, "bicot_grpo"))
     paper.configure_model()
