@@ -141,6 +141,8 @@ ALGO_RULES = [
     boolean("algo.adv_scale"),
     number("algo.logprob_chunk_logits", 1, integer=True),
     number("algo.seed", integer=True),
+    boolean("algo.filter_groups"),
+    number("algo.max_gen_rounds", 0, integer=True, note="generation rounds per batch with filter_groups; 0 = no bound"),
 ]
 
 DATA_RULES = [

@@ -136,3 +136,27 @@ def group_stats(rewards: Tensor, group_size: int, valid: Tensor | None = None) -
             "reward_std_mean": std_mean.float(),
             "zero_std_frac": constant.float().mean(),
         }
+
+
+def zero_std_groups(rewards: Tensor, group_size: int, valid: Tensor | None = None) -> Tensor:
+    """``[B]`` bool: the groups whose valid rewards are all equal (fewer than two valid samples
+    count as equal), i.e. those :func:`group_stats` counts in ``zero_std_frac``. Their advantages
+    are all 0; dynamic sampling (DAPO, arXiv 2503.14476 §3.2) drops them.
+
+    Args:
+        rewards: ``[B*G]`` rewards, ``G = group_size`` consecutive entries per prompt (NaN allowed
+            where ``valid`` is False).
+        group_size: ``G``.
+        valid: ``[B*G]`` bool, True where the sample was scored; None means all valid.
+    """
+    with torch.no_grad():
+        rewards = rewards.detach()
+        keep = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid.to(rewards.device).bool()
+        if keep.shape != rewards.shape:
+            raise ValueError(f"valid has shape {tuple(keep.shape)}; expected {tuple(rewards.shape)} like rewards")
+        grouped = _grouped(torch.where(keep, rewards, torch.zeros_like(rewards)), group_size)  # [B, G]
+        kept = keep.view_as(grouped)  # [B, G]
+        big = torch.finfo(grouped.dtype).max
+        high = torch.where(kept, grouped, torch.full_like(grouped, -big)).amax(dim=1)  # [B]
+        low = torch.where(kept, grouped, torch.full_like(grouped, big)).amin(dim=1)  # [B]
+        return (kept.sum(dim=1) < 2) | (high == low)  # [B]

@@ -241,6 +241,11 @@ class ResumableDataLoader(DataLoader):
     (``t2ir1.data.repeat.repeat_chunks``: one rollout, several updates); ``len`` and the
     served count are those of the repeated stream, so resume stays exact.
 
+    Refills (dynamic sampling, ``algo.filter_groups``): :meth:`next_refill` hands the module the
+    next batch of the epoch's stream (before repeating), which training then never serves. The
+    served counts at which refills were drawn are part of the state, and a resumed loader draws
+    them again at the same points while it skips, so the stream continues exactly.
+
     Args:
         repeats: servings of every batch (``algo.num_iterations``).
         chunk: batches repeated together (``trainer.accumulate_grad_batches``: the
@@ -259,6 +264,11 @@ class ResumableDataLoader(DataLoader):
         self._epoch_start_state: torch.Tensor | None = None
         self._served = 0
         self._to_skip = 0
+        # the epoch's batch stream before repeating (refills draw from it), and the served counts
+        # at which refills were drawn this epoch (and, on resume, those to draw again while skipping)
+        self._batches: Iterator | None = None
+        self._refills: list[int] = []
+        self._refills_to_replay: list[int] = []
 
     @classmethod
     def like(cls, loader: DataLoader, repeats: int = 1, chunk: int = 1) -> ResumableDataLoader:
@@ -301,29 +311,50 @@ class ResumableDataLoader(DataLoader):
         generator = self._shuffle_generator()
         self._epoch_start_state = generator.get_state().clone() if generator is not None else None
         skip, self._to_skip = self._to_skip, 0
+        replay, self._refills_to_replay = self._refills_to_replay, []
         self._served = 0
-        batches = super().__iter__()
+        self._refills = []
+        batches = self._batches = super().__iter__()
         if self.repeats > 1:
             batches = repeat_chunks(batches, self.chunk, self.repeats)
-        return self._serve(batches, skip)
+        return self._serve(batches, skip, replay)
 
-    def _serve(self, iterator: Iterator, skip: int) -> Iterator:
+    def _serve(self, iterator: Iterator, skip: int, replay: list[int]) -> Iterator:
+        pending = sorted(replay)
         for index, batch in enumerate(iterator):
             self._served = index + 1
             if index >= skip:
                 yield batch
+                continue
+            # the refills drawn while this batch trained, drawn again (and dropped) before the next one
+            while pending and pending[0] <= self._served:
+                pending.pop(0)
+                self.next_refill()
+
+    def next_refill(self) -> Any | None:
+        """The next batch of this epoch's stream for a refill (None when the stream ran out or
+        no epoch is being served); training will not serve it."""
+        if self._batches is None:
+            return None
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            return None
+        self._refills.append(self._served)
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
         generator = self._shuffle_generator()
         try:
-            epoch_done = self._served >= len(self)
+            # every batch the refills left to training is served `repeats` times
+            epoch_done = self._served >= (super().__len__() - len(self._refills)) * self.repeats
         except TypeError:  # unsized dataset
             epoch_done = False
         if epoch_done or self._epoch_start_state is None:
             # the next epoch starts from the generator as it is now
             state = generator.get_state().clone() if generator is not None else None
-            return {"generator_state": state, "served": 0}
-        return {"generator_state": self._epoch_start_state, "served": self._served}
+            return {"generator_state": state, "served": 0, "refills": []}
+        return {"generator_state": self._epoch_start_state, "served": self._served, "refills": list(self._refills)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         generator = self._shuffle_generator()
@@ -331,7 +362,12 @@ class ResumableDataLoader(DataLoader):
         if generator is not None and state is not None:
             generator.set_state(state)
         self._to_skip = int(state_dict.get("served", 0))
-        log.info("data loader resumes %d batches into its epoch", self._to_skip)
+        self._refills_to_replay = [int(mark) for mark in state_dict.get("refills", [])]
+        log.info(
+            "data loader resumes %d batches into its epoch (%d refill batches drawn)",
+            self._to_skip,
+            len(self._refills_to_replay),
+        )
 
 
 _BATCH_HOOKS = ("transfer_batch_to_device", "on_before_batch_transfer", "on_after_batch_transfer")

@@ -26,6 +26,7 @@ from t2ir1.policy.logprobs import image_logprobs, text_logprobs
 from t2ir1.policy.prompts import SYSTEM_PROMPT, load_reasoning_prompt
 from t2ir1.rewards.base import RewardOutput
 from t2ir1.rewards.overlap import scorer_for
+from t2ir1.rollout.dynamic_sampling import FilterStats, fill_informative_groups
 from t2ir1.rollout.engine import Generation, GenerationEngine, SamplingOptions
 from t2ir1.rollout.sampling import prompt_seed  # noqa: F401  (re-exported: saved code imports it from here)
 from t2ir1.scale.metrics import nanmean_with_count, pooled_std, weighted_means
@@ -70,6 +71,10 @@ class GRPOSettings:
     logprob_chunk_logits: int = 1 << 21
     decode_micro_batch_size: int = 16
     seed: int = 0
+    # dynamic sampling (DAPO): drop zero-std groups, refill from the data stream (t2ir1.rollout.dynamic_sampling)
+    filter_groups: bool = False
+    # most generation rounds per batch with filter_groups, the first included (0 = no bound)
+    max_gen_rounds: int = 10
     # sampling settings to evaluate with where they differ from training (the checkpoint's run card)
     eval_sampling: Mapping[str, Any] = field(default_factory=dict)
 
@@ -86,6 +91,10 @@ class GRPOSettings:
             )
         if self.num_iterations < 1:
             raise ValueError(f"algo.num_iterations must be >= 1, got {self.num_iterations}")
+        if self.max_gen_rounds < 0:
+            raise ValueError(
+                f"algo.max_gen_rounds must be >= 0 (generation rounds per batch, 0 = no bound), got {self.max_gen_rounds}"
+            )
         if self.token_normalizer not in TOKEN_NORMALIZERS:
             raise ValueError(
                 f"algo.token_normalizer={self.token_normalizer!r} is unknown; use global (the normaliser of the "
@@ -130,6 +139,7 @@ class Rollout:
     old_logp: torch.Tensor | None = None  # [N, C + T_img]
     ref_logp: torch.Tensor | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    filtering: FilterStats | None = None  # what dynamic sampling did (algo.filter_groups)
 
     @property
     def cots(self) -> list[str | None]:
@@ -215,6 +225,7 @@ class BiCoTGRPOModule(L.LightningModule):
         # rollouts of batches whose repeats are still to come (num_iterations > 1), by batch identity
         self._pending_rollouts: dict[object, Rollout] = {}
         self._reward_ready = False
+        self._warned_short_batch = False
         self.last_rollout: Rollout | None = None
         # loss normalisers of this optimiser step's micro-batches (token_normalizer=global)
         self._step_normalizer: torch.Tensor | None = None
@@ -477,6 +488,8 @@ class BiCoTGRPOModule(L.LightningModule):
         if fresh:
             rollout = self.rollout(batch, step=self._sampling_step())
             self.score(rollout)
+            if self.settings.filter_groups:
+                rollout = self.keep_informative_groups(rollout)
             self.advantages(rollout)
             self.prepare(rollout)
         if identity is not None:
@@ -485,6 +498,39 @@ class BiCoTGRPOModule(L.LightningModule):
             else:
                 self._pending_rollouts.pop(identity, None)
         return rollout, fresh
+
+    def keep_informative_groups(self, rollout: Rollout) -> Rollout:
+        """Dynamic sampling (``algo.filter_groups``): drop zero-std groups, refill with the next
+        prompts of the training stream for up to ``algo.max_gen_rounds`` rounds
+        (``t2ir1.rollout.dynamic_sampling``); warns once when a batch stays short."""
+        step = self._sampling_step()
+        loader = self.trainer.train_dataloader if self._trainer is not None else None
+        next_prompts = getattr(loader, "next_refill", lambda: None)
+
+        def sample(records: list[PromptRecord]) -> Rollout:
+            more = self.rollout(records, step=step)
+            self.score(more)
+            return more
+
+        def any_rank_short(short: int) -> int:
+            return int(self._all_reduce_sum(torch.tensor(float(max(short, 0)), device=self.device)).item())
+
+        kept, stats = fill_informative_groups(
+            rollout, sample, next_prompts, self.settings.samples_per_prompt, self.settings.max_gen_rounds,
+            self.policy.pad_id, any_rank_short,
+        )
+        kept.filtering = stats
+        if stats.bound_reached and not self._warned_short_batch:
+            self._warned_short_batch = True
+            log.warning(
+                "algo.filter_groups: a batch kept %d of %d informative groups after %d generation rounds "
+                "(algo.max_gen_rounds=%d reached, the epoch's prompts ran out, or the training loader cannot refill: "
+                "train through t2ir1.train.run / t2ir1.lit.checkpointing.ResumableData); it trains on those (logged as "
+                "filter/bound_reached). Raise algo.max_gen_rounds or check that the reward separates samples. Warned once.",
+                stats.groups_kept, len(rollout.records) // self.settings.samples_per_prompt, stats.rounds,
+                self.settings.max_gen_rounds,
+            )
+        return kept
 
     def training_step(self, batch: list[PromptRecord], batch_idx: int) -> torch.Tensor:
         rollout, fresh = self.rollout_for(batch)
@@ -588,6 +634,10 @@ class BiCoTGRPOModule(L.LightningModule):
         means, weights = weighted_means(pairs, self._all_reduce_sum, device=device)
         means["adv/std"] = pooled_std(means.pop("adv/mean"), means.pop("adv/square_mean"), weights["adv/mean"])
         log_kw = {"on_step": True, "on_epoch": False, "batch_size": batch_size}
+        if rollout.filtering is not None:  # group counts summed over ranks, rounds the most of any rank
+            for key, value in rollout.filtering.as_metrics().items():
+                reduce = "max" if key in ("filter/rounds", "filter/bound_reached") else "sum"
+                self.log(key, value, sync_dist=True, reduce_fx=reduce, **log_kw)
         for key, value in means.items():
             self.log(key, value, prog_bar=key == "reward/total", **log_kw)
         for key in ("rollout/logp_diff", "rollout/text_logp_diff"):

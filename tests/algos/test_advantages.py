@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from t2ir1.algos.advantages import group_normalized, group_stats
+from t2ir1.algos.advantages import group_normalized, group_stats, zero_std_groups
 
 
 def test_hand_worked_values():
@@ -63,6 +63,22 @@ def test_group_stats():
     torch.testing.assert_close(stats["reward_std_mean"], torch.tensor(2**0.5 / 3))
     torch.testing.assert_close(stats["zero_std_frac"], torch.tensor(2 / 3))
     assert all(not value.requires_grad and value.dim() == 0 for value in stats.values())
+
+
+def test_zero_std_groups_are_the_groups_zero_std_frac_counts():
+    # Groups [1, 1], [2, 4], [5, 5]: the first and last are constant.
+    rewards = torch.tensor([1.0, 1.0, 2.0, 4.0, 5.0, 5.0])
+    assert zero_std_groups(rewards, group_size=2).tolist() == [True, False, True]
+    # with validity: [3, NaN, 3] is constant over its valid samples, [1, 2, NaN] is not, [7, NaN, NaN]
+    # has one valid sample (no baseline: counts as constant)
+    rewards = torch.tensor([3.0, float("nan"), 3.0, 1.0, 2.0, float("nan"), 7.0, float("nan"), float("nan")])
+    valid = ~torch.isnan(rewards)
+    flags = zero_std_groups(rewards, group_size=3, valid=valid)
+    assert flags.tolist() == [True, False, True]
+    torch.testing.assert_close(group_stats(rewards, 3, valid=valid)["zero_std_frac"], flags.float().mean())
+    # and exactly those groups get advantage 0 everywhere
+    advantages = group_normalized(rewards, 3, valid=valid).view(3, 3)
+    assert advantages[flags].abs().sum() == 0 and advantages[~flags].abs().sum() > 0
 
 
 def test_group_size_one_is_rejected():
