@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # Generation fields of text rows [B*G, *] and image rows [N, *]; prompt tensors may be padded on either side.
 _TEXT_ROW_FIELDS = ("semantic_prompt_ids", "semantic_prompt_mask", "completion_ids", "completion_mask", "text_logp")
-_IMAGE_ROW_FIELDS = ("image_prompt_ids", "image_prompt_mask", "image_tokens", "image_logp")
+_IMAGE_ROW_FIELDS = ("image_prompt_ids", "image_prompt_mask", "image_prompt_positions", "image_tokens", "image_logp")
 # (ids, mask) pairs of prompts (pad on the side the batch pads) and of completions (pad on the right)
 _PROMPT_PAIRS = (("semantic_prompt_ids", "semantic_prompt_mask"), ("image_prompt_ids", "image_prompt_mask"))
 _COMPLETION_FIELDS = ("completion_ids", "completion_mask", "text_logp")
@@ -157,6 +157,11 @@ def concat_generations(generations: Sequence[Generation], pad_id: int) -> Genera
         width = max(m.shape[1] for m in masks)
         changes[ids_name] = torch.cat([_pad_to(getattr(g, ids_name), width, pad_id, left) for g in generations])
         changes[mask_name] = torch.cat([_pad_to(m, width, 0, left) for m in masks])
+        if ids_name == "image_prompt_ids" and first.image_prompt_positions is not None:
+            # explicit positions (algo.prompt_quirks) pad as their prompts; padded positions are masked
+            changes["image_prompt_positions"] = torch.cat(
+                [_pad_to(g.image_prompt_positions, width, 0, left) for g in generations]
+            )
     if first.has_cot:
         width = max(g.completion_ids.shape[1] for g in generations)
         for name, value in zip(_COMPLETION_FIELDS, (pad_id, 0, 0.0), strict=True):

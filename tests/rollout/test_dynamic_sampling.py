@@ -119,10 +119,12 @@ def test_kept_rollout_is_reused_with_num_iterations(tiny_policy, tmp_path):
     assert module._pending_rollouts == {}
 
 
-def test_joined_generations_give_the_same_logprobs_as_each_part(tiny_policy):
+@pytest.mark.parametrize("prompt_quirks", [False, True], ids=["t2ir1-layout", "original-layout"])
+def test_joined_generations_give_the_same_logprobs_as_each_part(tiny_policy, prompt_quirks):
     """Rounds are joined with extra padding (prompts on the left, completions on the right): the
-    log-probs of every kept row equal those of its own round (positions come from the masks)."""
-    module = make_module(tiny_policy)
+    log-probs of every kept row equal those of its own round (positions come from the masks, or
+    under ``prompt_quirks`` from the explicit positions, padded alike)."""
+    module = make_module(tiny_policy, prompt_quirks=prompt_quirks)
     first = module.rollout(STREAM[:2], step=0)
     second = module.rollout([record("a white ball with a long descriptive name", "q9")], step=0)
     assert first.generation.semantic_prompt_ids.shape[1] != second.generation.semantic_prompt_ids.shape[1]
@@ -130,6 +132,7 @@ def test_joined_generations_give_the_same_logprobs_as_each_part(tiny_policy):
         [select_groups(first.generation, torch.tensor([1])), second.generation], tiny_policy.pad_id
     )
     assert joined.prompts == ["a cube", second.generation.prompts[0]]
+    assert (joined.image_prompt_positions is not None) == prompt_quirks
     logp = {}
     for name, generation in (("first", first.generation), ("second", second.generation), ("joined", joined)):
         rollout = type(first)(records=[], generation=generation)
