@@ -172,6 +172,9 @@ class Generation:
 
 
 # ----------------------------------------------------------------------------- the decoder, part by part
+# Largest total of q/k/v + gate/up weights fused on CPU (see Decoder.fusion_pays).
+FUSE_MAX_BYTES = 256 << 20
+
 class _StaticCache:
     """Keys and values of every layer, preallocated: ``[L, R, n_kv, S, d]`` each."""
 
@@ -275,6 +278,20 @@ class Decoder:
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.groups = self.heads // self.kv_heads
+
+    def fusion_pays(self) -> bool:
+        """Whether fused copies of the q/k/v and gate/up weights are worth building at each generation.
+
+        Fusing saves kernel launches, which dominate a small model's step, but copies the weights
+        (one weight read, and their memory twice). At Janus-Pro-1B's dimensions on CPU the copy took
+        13 s and the fused engine ran 2.2-2.6 s per image token against 0.9-1.2 s unfused
+        (benchmarks/rollout.py (c)); the ShapeWorld and tiny models' layers are a few MiB.
+        """
+        projections = ("q_proj", "k_proj", "v_proj")
+        total = sum(
+            getattr(module.self_attn, name).weight.nbytes for module in self.modules for name in projections
+        ) + sum(getattr(module.mlp, name).weight.nbytes for module in self.modules for name in ("gate_proj", "up_proj"))
+        return total <= FUSE_MAX_BYTES
 
     def refresh(self, fuse: bool) -> None:
         """Take the layers' current weights (fused copies when ``fuse``; see :class:`_Layer`)."""
@@ -473,7 +490,7 @@ class GenerationEngine:
         Inside :meth:`generate` the weights are read once for both levels (``_weights_read``).
         """
         if not self._weights_read:
-            self.decoder.refresh(fuse=self.policy.lm_head.weight.device.type == "cpu")
+            self.decoder.refresh(fuse=self.policy.lm_head.weight.device.type == "cpu" and self.decoder.fusion_pays())
 
     @contextmanager
     def _weights_once(self) -> Iterator[None]:

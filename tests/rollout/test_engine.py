@@ -43,3 +43,23 @@ def test_out_of_range_options_name_the_key():
         SamplingOptions(cfg_weight=-3)
     with pytest.raises(ValueError, match="max_new_tokens"):
         SamplingOptions(max_new_tokens=0)
+
+
+def test_weights_are_fused_on_cpu_only_below_the_size_limit(tiny_policy, monkeypatch):
+    """Small models run fused q/k/v and gate/up copies on CPU; above ``FUSE_MAX_BYTES`` (where the
+    copy costs more than it saves) the layers' own weights are used, with the same samples."""
+    from t2ir1.rollout import engine as engine_module
+    from t2ir1.rollout.sampling import prompt_generators
+
+    ids, mask = tiny_policy.encode_image_prompts(["two green cups", "a dog"], [None] * 2)
+
+    def sample():
+        engine = GenerationEngine(tiny_policy, SamplingOptions(cfg_weight=3.0))
+        tokens, _, _ = engine.sample_images(ids, mask, 1, prompt_generators([7, 8]), decode=False)
+        return engine.decoder.layers[0].qkv is not None, tokens
+
+    fused, tokens_fused = sample()
+    monkeypatch.setattr(engine_module, "FUSE_MAX_BYTES", 0)
+    unfused, tokens_unfused = sample()
+    assert fused and not unfused
+    torch.testing.assert_close(tokens_unfused, tokens_fused)
