@@ -32,6 +32,14 @@ def _instantiate_group(node: DictConfig | None) -> list:
     return [instantiate(child) for child in node.values() if child is not None and "_target_" in child]
 
 
+def ema_callbacks(cfg: DictConfig) -> list:
+    """The EMA callback when ``algo.ema.decay`` is set (t2ir1.lit.ema), else nothing."""
+    from t2ir1.lit.ema import EMAWeights
+
+    decay = OmegaConf.select(cfg, "algo.ema.decay", default=None)
+    return [] if decay is None else [EMAWeights(decay)]
+
+
 def build_module(cfg: DictConfig) -> BiCoTGRPOModule:
     return BiCoTGRPOModule(
         policy=instantiate(cfg.model),
@@ -113,7 +121,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=_instantiate_group(cfg.get("callbacks")),
+        callbacks=_instantiate_group(cfg.get("callbacks")) + ema_callbacks(cfg),
         logger=_instantiate_group(cfg.get("logger")) or False,
         **_checkpoint_plugins(cfg),
     )
