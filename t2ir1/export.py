@@ -439,11 +439,6 @@ def convert_deepseek(
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if any(".lora_" in key for key in unexpected):
-        raise ExportError(
-            f"{ckpt_path} holds LoRA adapters (model.lora) but the base model has none: export with the run's "
-            "own config (--config <run>/.hydra/config.yaml, the default) so that the adapters can be merged."
-        )
     if missing or unexpected or mismatched:
         raise ExportError(
             f"converted weights do not fit the Janus config: missing {missing[:4]}, unexpected {unexpected[:4]}, "

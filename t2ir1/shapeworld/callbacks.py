@@ -17,7 +17,6 @@ held-out samples, and ``reward_curve.png`` (mean reward per step) into ``out_dir
 from __future__ import annotations
 
 import contextlib
-
 import json
 import logging
 import time
