@@ -138,7 +138,7 @@ def check_lora(lora: Mapping | None, where: str = "model.lora") -> dict | None:
     if r is None:  # a node with r: null is full fine-tuning, as the default node
         return None
     if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-        raise ValueError(f"{where}.r={r!r}: the LoRA rank must be an integer >= 1 (or {where}=null: full fine-tuning)")
+        raise ValueError(f"{where}.r={r!r}: the LoRA rank must be an integer >= 1 (or {where}.r=null: full fine-tuning)")
     alpha = lora.get("alpha")
     if alpha is not None and not (isinstance(alpha, int | float) and alpha > 0):
         raise ValueError(f"{where}.alpha={alpha!r}: must be > 0 (null = r, a scale of 1)")
