@@ -169,3 +169,22 @@ def test_bad_decay_and_use_ema_without_an_ema_are_clear_errors(tiny_dir, tmp_pat
         load_policy(cfg)
     with pytest.raises(ValueError, match="use_ema=true needs ckpt_path"):
         load_policy(OmegaConf.merge(cfg, {"ckpt_path": None}))
+
+
+def test_heldout_callback_evaluates_inside_the_ema_weights(tiny_dir, tmp_path):
+    from t2ir1.shapeworld.callbacks import HeldoutAccuracyCallback
+
+    ema, module = EMAWeights(decay=0.5), make_module(tiny_dir)
+    fit(module, tmp_path, max_steps=2, callbacks=[ema])
+    raw = {n: p.detach().clone() for n, p in module.policy.named_parameters()}
+    with HeldoutAccuracyCallback(num_prompts=1, use_ema=True)._weights(module):
+        params = dict(module.policy.named_parameters())
+        for name, value in ema.weights.items():
+            assert torch.equal(params[name], value)
+            assert not torch.equal(raw[name], value)
+    for name, param in module.policy.named_parameters():  # the raw weights are back
+        assert torch.equal(param, raw[name])
+    without = make_module(tiny_dir)
+    fit(without, tmp_path / "plain", max_steps=1, callbacks=[])
+    with pytest.raises(ValueError, match="keeps no EMA"):
+        HeldoutAccuracyCallback(num_prompts=1, use_ema=True)._weights(without)
