@@ -103,9 +103,23 @@ def test_reference_is_the_base_model_under_disabled_adapters_without_a_copy(tiny
     assert (policy_logp - base_logp)[mask.bool()].abs().max() > 1e-3
 
 
-def test_rollout_samples_equal_those_of_the_merged_model_and_replay_matches(tiny_dir):
-    module = make_module(lora_policy(tiny_dir), cfg_weight=1.0)
+@pytest.mark.parametrize(
+    ("fuse", "dropout"),
+    [(True, 0.0), (False, 0.0), (False, 0.3)],
+    ids=["cpu-fused", "accelerator-path", "dropout-off-while-sampling"],
+)
+def test_rollout_samples_equal_those_of_the_merged_model_and_replay_matches(tiny_dir, monkeypatch, fuse, dropout):
+    # fuse=False: the path accelerators take (peft's layers called as they are, no fused copies)
+    original = GenerationEngine._refresh
+
+    def refresh(self):
+        if not self._weights_read:
+            self.decoder.refresh(fuse=fuse)
+
+    monkeypatch.setattr(GenerationEngine, "_refresh", refresh if not fuse else original)
+    module = make_module(lora_policy(tiny_dir, dropout=dropout), cfg_weight=1.0)
     train_steps(module)
+    module.policy.train()  # as inside fit: the engine samples without LoRA dropout all the same
     merged = copy.deepcopy(module.policy)
     merged.merge_lora()
     assert not merged.has_lora and not any("lora_" in n for n, _ in merged.named_parameters())
@@ -117,6 +131,9 @@ def test_rollout_samples_equal_those_of_the_merged_model_and_replay_matches(tiny
     assert adapted.cots == plain.cots
     assert torch.equal(adapted.image_tokens, plain.image_tokens)
     torch.testing.assert_close(adapted.image_logp, plain.image_logp, rtol=0, atol=1e-5)
+    assert module.policy.language_model.training  # the policy's mode is left as it was
+    if dropout:
+        return  # the training pass applies dropout by design: no exact replay
     # the training pass (peft's forward) replays the engine's log-probs at CFG 1
     _, _, diagnostics = one_step(module)
     assert diagnostics["rollout/logp_diff"] < 1e-4
