@@ -104,7 +104,7 @@ def test_cli_without_overrides_renders_the_preset_columns():
 
 
 # ----------------------------------------------------------------------------- composed configs
-def test_shape_reads_the_composed_config():
+def test_shape_reads_the_composed_config(tmp_path):
     paper = shape_from_config(compose_train_config(["experiment=t2i_r1"]))
     assert (paper.world_size, paper.prompts_per_rank, paper.group_size) == (8, 1, 8)
     assert (paper.master_bytes, paper.model_bytes, paper.compute_bytes) == (4, 2, 2)
@@ -117,7 +117,7 @@ def test_shape_reads_the_composed_config():
     assert small.world_size == 4 and small.lora_rank == 32 and small.cpu_offload and small.beta == 0.0
     assert small.master_bytes == 2 and small.optimizer_states == 0 and small.rollout_chunk_rows == 4
     assert small.cfg_rows == 1
-    tiny = shape_from_config(compose_train_config(["experiment=tiny"]))
+    tiny = shape_from_config(compose_train_config(["experiment=tiny", f"paths.cache_dir={tmp_path}"]))
     assert not tiny.sharded and tiny.world_size == 1 and tiny.model_bytes == 4 and tiny.rewards == {}
 
 
