@@ -103,9 +103,12 @@ class AdapterFreeReference(ReferenceModel):
     # sharding strategies skip it: its modules are the policy's, sharded with the policy
     shares_policy_weights = True
 
-    def __init__(self, policy: JanusPolicy):
+    def __init__(self, policy: JanusPolicy, reads_policy_embeddings: bool = False):
         nn.Module.__init__(self)
         object.__setattr__(self, "_policy", policy)
+        # the original's quirk of reading the policy's text embeddings is moot here: under LoRA the
+        # embedding table is frozen and the reference's is the policy's own
+        self.reads_policy_embeddings = False
 
     @property
     def language_model(self) -> nn.Module:
