@@ -3,7 +3,8 @@
 ``python -m t2ir1.export CKPT OUT``
     A training checkpoint (Lightning ``.ckpt``) -> a transformers-format Janus directory:
     the base model of the run (from the run's ``.hydra/config.yaml``, or ``--base``) with the
-    trained policy weights merged in, plus its processor. Loadable with
+    trained policy weights merged in (LoRA adapters, ``model.lora``, folded into the base
+    weights), plus its processor. Loadable with
     ``JanusForConditionalGeneration.from_pretrained(OUT)`` and usable as
     ``model.name_or_path=OUT`` in training, ``generate.py`` and ``eval.py``. The checkpoint's run
     card (prompts, sampling settings: :mod:`t2ir1.policy.run_card`) is written next to the weights.
@@ -161,6 +162,11 @@ def load_policy_weights(policy, ckpt_path: str | os.PathLike) -> None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if any(".lora_" in key for key in unexpected):
+        raise ExportError(
+            f"{ckpt_path} holds LoRA adapters (model.lora) but the base model has none: export with the run's "
+            "own config (--config <run>/.hydra/config.yaml, the default) so that the adapters can be merged."
+        )
     if missing or unexpected or mismatched:
         raise ExportError(
             f"{ckpt_path} does not fit this model: {len(missing)} missing (e.g. {missing[:2]}), "
@@ -227,6 +233,8 @@ def export_checkpoint(
         )
     policy = base_policy(ckpt_path, base, Path(config_path) if config_path else None, trust_remote_code)
     load_policy_weights(policy, ckpt_path)
+    # LoRA runs: the adapters are folded into the base weights (a plain transformers Janus)
+    policy.merge_lora()
     model = policy.model
     if dtype is not None:
         from t2ir1.policy.janus import _resolve_dtype

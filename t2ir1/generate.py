@@ -254,6 +254,20 @@ def _resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def load_ema_if_asked(policy: JanusPolicy, cfg, entry: str) -> None:
+    """``use_ema=true``: the checkpoint's EMA weights replace its raw trained weights."""
+    if not cfg.get("use_ema"):
+        return
+    if not cfg.get("ckpt_path"):
+        raise ValueError(
+            f"{entry}: use_ema=true needs ckpt_path=<run>/checkpoints/last.ckpt (the EMA lives in training "
+            "checkpoints of runs with algo.ema.decay set); or set use_ema=false"
+        )
+    from t2ir1.lit.ema import load_ema_weights
+
+    load_ema_weights(policy, cfg.ckpt_path)
+
+
 def load_policy(cfg) -> JanusPolicy:
     """The policy of ``cfg.model``, with ``cfg.ckpt_path``'s trained weights when given."""
     from t2ir1.export import load_policy_weights
@@ -262,6 +276,7 @@ def load_policy(cfg) -> JanusPolicy:
     policy = build_policy(cfg.model, "generate.py model config")
     if cfg.get("ckpt_path"):
         load_policy_weights(policy, cfg.ckpt_path)
+    load_ema_if_asked(policy, cfg, "generate.py")
     return policy.to(_resolve_device(cfg.get("device", "auto")))
 
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from t2ir1.lit.checkpointing import AtomicCheckpointIO, ResumableData
 from t2ir1.lit.loggers import finish_wandb
 from t2ir1.lit.module import BiCoTGRPOModule
+from t2ir1.policy.janus import check_lora
 from t2ir1.presets import check_training_config
 from t2ir1.validation import check_model_node, check_train_config
 
@@ -30,6 +31,14 @@ def _instantiate_group(node: DictConfig | None) -> list:
     if not node:
         return []
     return [instantiate(child) for child in node.values() if child is not None and "_target_" in child]
+
+
+def ema_callbacks(cfg: DictConfig) -> list:
+    """The EMA callback when ``algo.ema.decay`` is set (t2ir1.lit.ema), else nothing."""
+    from t2ir1.lit.ema import EMAWeights
+
+    decay = OmegaConf.select(cfg, "algo.ema.decay", default=None)
+    return [] if decay is None else [EMAWeights(decay)]
 
 
 def build_module(cfg: DictConfig) -> BiCoTGRPOModule:
@@ -101,6 +110,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # every knob and the model node are checked before anything loads
     check_train_config(cfg)
     check_model_node(cfg.model, "train.py model config")
+    check_lora(OmegaConf.to_container(cfg.model.lora, resolve=True) if cfg.model.get("lora") else None)
+    ema_callbacks(cfg)  # algo.ema.decay is checked here, before anything loads
     check_training_config(cfg)  # real model under an offline preset; bf16 weights without an fp32 master copy
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = _checked_ckpt_path(cfg)
@@ -113,7 +124,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=_instantiate_group(cfg.get("callbacks")),
+        callbacks=_instantiate_group(cfg.get("callbacks")) + ema_callbacks(cfg),
         logger=_instantiate_group(cfg.get("logger")) or False,
         **_checkpoint_plugins(cfg),
     )

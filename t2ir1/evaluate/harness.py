@@ -189,6 +189,9 @@ def generate_missing(
 
         # a training checkpoint: a file, or the folder of a sharded (trainer=fsdp) run
         load_policy_weights(policy, cfg.ckpt_path)
+    from t2ir1.generate import load_ema_if_asked
+
+    load_ema_if_asked(policy, cfg, "eval.py")
     policy = policy.to(device or resolve_device(cfg.device))
     # null settings come from the model's run card (what it was trained with), else the paper's
     settings = run_card.generation_settings(generation_settings(cfg, overrides), policy, cfg.get("ckpt_path"))

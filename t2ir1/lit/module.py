@@ -77,6 +77,8 @@ class GRPOSettings:
     max_gen_rounds: int = 10
     # sampling settings to evaluate with where they differ from training (the checkpoint's run card)
     eval_sampling: Mapping[str, Any] = field(default_factory=dict)
+    # EMA of the trained weights ({decay}); t2ir1.train adds the t2ir1.lit.ema.EMAWeights callback
+    ema: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.levels = tuple(self.levels)

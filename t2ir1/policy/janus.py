@@ -7,10 +7,11 @@ generation embeddings, generation aligner and generation head.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -27,6 +28,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 # Sub-modules of JanusModel that are never trained.
 FROZEN_PARTS = ("vision_model", "aligner", "vqmodel", "generation_embeddings", "generation_aligner", "generation_head")
+
+# Linear layers of every LLaMA decoder layer that LoRA adapts when model.lora.target_modules is null.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_KEYS = ("r", "alpha", "target_modules", "dropout")
 
 
 def pixels_to_uint8(pixels: torch.Tensor, truncate: bool = False) -> torch.Tensor:
@@ -122,14 +127,130 @@ class ReferenceModel(nn.Module):
         )
 
 
-class JanusPolicy(nn.Module):
-    """A Janus(-Pro) model with its processor, exposing what BiCoT-GRPO needs."""
+class AdapterFreeReference(ReferenceModel):
+    """The reference of a LoRA policy: the policy's own base weights with its adapters disabled.
 
-    def __init__(self, model: JanusForConditionalGeneration, processor: JanusProcessor):
+    Holds no weights (no copy of the language model): every log-prob pass runs the policy's
+    modules inside peft's ``disable_adapter()`` context, i.e. the untrained base model.
+    """
+
+    # sharding strategies skip it: its modules are the policy's, sharded with the policy
+    shares_policy_weights = True
+
+    def __init__(self, policy: JanusPolicy, reads_policy_embeddings: bool = False):
+        nn.Module.__init__(self)
+        object.__setattr__(self, "_policy", policy)
+        # the original's quirk of reading the policy's text embeddings is moot here: under LoRA the
+        # embedding table is frozen and the reference's is the policy's own
+        self.reads_policy_embeddings = False
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self._policy.language_model
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self._policy.lm_head
+
+    @torch.no_grad()
+    def text_logprobs(self, *args, **kwargs):
+        with self._policy.adapters_disabled():
+            return super().text_logprobs(*args, **kwargs)
+
+    @torch.no_grad()
+    def image_logprobs(self, *args, **kwargs):
+        with self._policy.adapters_disabled():
+            return super().image_logprobs(*args, **kwargs)
+
+
+def check_lora(lora: Mapping | None, where: str = "model.lora") -> dict | None:
+    """The ``model.lora`` node as a plain dict (None = full fine-tuning); raises on bad values."""
+    if lora is None:
+        return None
+    lora = dict(lora)
+    unknown = sorted(set(lora) - set(LORA_KEYS))
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {unknown}; known keys: {list(LORA_KEYS)} (or {where}=null)")
+    r = lora.get("r")
+    if r is None:  # a node with r: null is full fine-tuning, as the default node
+        return None
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        raise ValueError(f"{where}.r={r!r}: the LoRA rank must be an integer >= 1 (or {where}.r=null: full fine-tuning)")
+    alpha = lora.get("alpha")
+    if alpha is not None and not (isinstance(alpha, int | float) and alpha > 0):
+        raise ValueError(f"{where}.alpha={alpha!r}: must be > 0 (null = r, a scale of 1)")
+    dropout = lora.get("dropout") or 0.0
+    if not 0 <= dropout < 1:
+        raise ValueError(f"{where}.dropout={dropout!r}: must be in [0, 1)")
+    targets = lora.get("target_modules")
+    if targets is not None and (isinstance(targets, str) or not all(isinstance(t, str) for t in targets) or not targets):
+        raise ValueError(f"{where}.target_modules={targets!r}: a non-empty list of Linear module names, e.g. {list(LORA_TARGETS)}")
+    return {
+        "r": r,
+        "alpha": float(alpha if alpha is not None else r),
+        "target_modules": list(targets) if targets is not None else list(LORA_TARGETS),
+        "dropout": float(dropout),
+    }
+
+
+class JanusPolicy(nn.Module):
+    """A Janus(-Pro) model with its processor, exposing what BiCoT-GRPO needs.
+
+    Args:
+        model, processor: the transformers Janus and its processor.
+        lora: ``{r, alpha, target_modules, dropout}`` (``model.lora``): LoRA adapters (peft) on the
+            language model's linear layers; only they train. ``None``: full fine-tuning.
+    """
+
+    def __init__(self, model: JanusForConditionalGeneration, processor: JanusProcessor, lora: Mapping | None = None):
         super().__init__()
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
+        # the peft wrapper of the language model (None: full fine-tuning); a plain attribute so that
+        # the language model's weights are registered once, under their own names
+        object.__setattr__(self, "_peft", None)
+        lora = check_lora(lora)
+        if lora is not None:
+            self.add_lora(**lora)
+        self.freeze_non_trainable()
+
+    def add_lora(self, r: int, alpha: float, target_modules: Sequence[str], dropout: float = 0.0) -> None:
+        """Inject LoRA adapters into the language model in place (``peft``). The adapters are kept in
+        float32 (peft's ``autocast_adapter_dtype``) whatever the base weights' dtype."""
+        from peft import LoraConfig, get_peft_model
+
+        if self._peft is not None:
+            raise RuntimeError("this policy already has LoRA adapters")
+        config = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=dropout, bias="none")
+        try:
+            peft_model = get_peft_model(self.language_model, config)
+        except ValueError as error:
+            raise ValueError(
+                f"model.lora.target_modules={list(target_modules)}: {error}. Name Linear layers of the language "
+                f"model's decoder layers, e.g. {list(LORA_TARGETS)}."
+            ) from None
+        object.__setattr__(self, "_peft", peft_model)
+        log.info("LoRA r=%d alpha=%g on %s: %d adapter parameters", r, alpha, list(target_modules),
+                 sum(p.numel() for n, p in self.language_model.named_parameters() if "lora_" in n))
+
+    @property
+    def has_lora(self) -> bool:
+        return self._peft is not None
+
+    def adapters_disabled(self) -> contextlib.AbstractContextManager:
+        """Context in which the language model is the base model (peft's ``disable_adapter()``)."""
+        return self._peft.disable_adapter() if self._peft is not None else contextlib.nullcontext()
+
+    def merge_lora(self) -> None:
+        """Fold the adapters into the base weights and remove them (plain transformers modules)."""
+        if self._peft is None:
+            return
+        self._peft.merge_and_unload()
+        for module in self.language_model.modules():  # peft's bookkeeping attribute, not a weight
+            if "peft_config" in module.__dict__:
+                del module.__dict__["peft_config"]
+        object.__setattr__(self, "_peft", None)
         self.freeze_non_trainable()
 
     # ---------------------------------------------------------------- loading
@@ -141,6 +262,7 @@ class JanusPolicy(nn.Module):
         trust_remote_code: bool = False,
         attn_implementation: str | None = "sdpa",
         local_files_only: bool | None = None,
+        lora: Mapping | None = None,
     ) -> JanusPolicy:
         """Load a transformers-format Janus checkpoint (hub id or local directory).
 
@@ -187,13 +309,19 @@ class JanusPolicy(nn.Module):
                 "are corrupt, truncated, of another model size than its config.json, or hold pickled objects "
                 "(never unpickled here). Re-export or re-download the directory (python -m t2ir1.export)."
             ) from None
-        return cls(model, processor)
+        return cls(model, processor, lora=lora)
 
     def freeze_non_trainable(self) -> None:
         for name in FROZEN_PARTS:
             getattr(self.model.model, name).eval().requires_grad_(False)
-        self.language_model.requires_grad_(True)
-        self.lm_head.requires_grad_(True)
+        if self._peft is None:
+            self.language_model.requires_grad_(True)
+            self.lm_head.requires_grad_(True)
+            return
+        # LoRA: only the adapters train; the base language model and lm_head stay as loaded
+        self.lm_head.requires_grad_(False)
+        for name, param in self.language_model.named_parameters():
+            param.requires_grad_("lora_" in name)
 
     def train(self, mode: bool = True) -> JanusPolicy:
         super().train(mode)
@@ -202,6 +330,10 @@ class JanusPolicy(nn.Module):
         return self
 
     def make_reference(self, reads_policy_embeddings: bool = False) -> ReferenceModel:
+        """The frozen initial policy: a copy of the trained parts, or with LoRA the base model
+        itself under disabled adapters (no copy)."""
+        if self._peft is not None:
+            return AdapterFreeReference(self, reads_policy_embeddings=reads_policy_embeddings)
         return ReferenceModel(self, reads_policy_embeddings=reads_policy_embeddings)
 
     # ---------------------------------------------------------------- parts

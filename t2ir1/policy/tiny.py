@@ -194,7 +194,13 @@ def tiny_checkpoint(cache_dir: str | os.PathLike, spec: TinyJanusSpec | None = N
     return target
 
 
-def load_tiny_policy(cache_dir: str | os.PathLike, spec: dict | TinyJanusSpec | None = None, dtype: str = "float32", corpus: Iterable[str] = ()):
+def load_tiny_policy(
+    cache_dir: str | os.PathLike,
+    spec: dict | TinyJanusSpec | None = None,
+    dtype: str = "float32",
+    corpus: Iterable[str] = (),
+    lora: dict | None = None,
+):
     """Build (once) and load a tiny Janus through the same loader as a hub checkpoint."""
     from t2ir1.policy.janus import JanusPolicy
 
@@ -210,4 +216,4 @@ def load_tiny_policy(cache_dir: str | os.PathLike, spec: dict | TinyJanusSpec | 
             values["vq_channel_multiplier"] = tuple(values["vq_channel_multiplier"])
         resolved = TinyJanusSpec(**values)
     path = tiny_checkpoint(cache_dir, resolved, corpus)
-    return JanusPolicy.from_pretrained(path, dtype=dtype, local_files_only=True)
+    return JanusPolicy.from_pretrained(path, dtype=dtype, local_files_only=True, lora=lora)

@@ -203,6 +203,33 @@ class _Layer:
     qkv: torch.Tensor | None = None  # [(h + 2 n_kv) d, H]
     qkv_bias: torch.Tensor | None = None
     gate_up: torch.Tensor | None = None  # [2 I, H]
+    # LoRA: o_proj / down_proj weights with the adapters folded in (fused path only)
+    o_weight: torch.Tensor | None = None
+    down_weight: torch.Tensor | None = None
+
+
+def _is_adapted(linear: torch.nn.Module) -> bool:
+    """A peft LoRA layer whose adapters act (not merged into the base weight, not disabled)."""
+    return (
+        hasattr(linear, "base_layer")
+        and hasattr(linear, "get_delta_weight")
+        and not getattr(linear, "disable_adapters", False)
+        and not getattr(linear, "merged", False)
+        and any(name in linear.lora_A for name in linear.active_adapters)
+    )
+
+
+def effective_weight(linear: torch.nn.Module) -> torch.Tensor:
+    """The weight ``linear`` applies: a LoRA layer's base weight plus its active adapters' deltas,
+    as peft's ``merge`` computes them (``base += delta``); a plain Linear's own weight."""
+    if not _is_adapted(linear):
+        return linear.weight
+    base = linear.get_base_layer().weight
+    merged = base.detach().clone()
+    for name in linear.active_adapters:
+        if name in linear.lora_A:
+            merged += linear.get_delta_weight(name).detach()
+    return merged
 
 
 def _norm(norm: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -212,12 +239,19 @@ def _norm(norm: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return norm(hidden)
 
 
-def _linear_residual(residual: torch.Tensor, inputs: torch.Tensor, linear: torch.nn.Module) -> torch.Tensor:
-    """``residual + linear(inputs)`` as one ``addmm`` (``[R, Q, *]`` each)."""
-    if linear.bias is not None or residual.dtype != linear.weight.dtype:
-        return residual + linear(inputs)
+def _linear_residual(
+    residual: torch.Tensor, inputs: torch.Tensor, linear: torch.nn.Module, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``residual + linear(inputs)`` as one ``addmm`` (``[R, Q, *]`` each); ``weight`` replaces
+    ``linear``'s own (a LoRA layer's merged weight)."""
+    if weight is None:
+        if _is_adapted(linear):  # peft's forward: base + adapters
+            return residual + linear(inputs)
+        weight = linear.weight
+    if linear.bias is not None or residual.dtype != weight.dtype:
+        return residual + F.linear(inputs, weight, linear.bias)
     flat = residual.reshape(-1, residual.shape[-1])
-    return torch.addmm(flat, inputs.reshape(-1, inputs.shape[-1]), linear.weight.t()).view(residual.shape)
+    return torch.addmm(flat, inputs.reshape(-1, inputs.shape[-1]), weight.t()).view(residual.shape)
 
 
 def _project(decoder: Decoder, layer: _Layer, hidden: torch.Tensor, rotary: torch.Tensor):
@@ -250,14 +284,14 @@ def _finish_layer(decoder: Decoder, layer: _Layer, hidden: torch.Tensor, attende
     rows, length = hidden.shape[:2]
     module = layer.module
     attended = attended.transpose(1, 2).reshape(rows, length, decoder.heads * decoder.head_dim)
-    hidden = _linear_residual(hidden, attended, module.self_attn.o_proj)
+    hidden = _linear_residual(hidden, attended, module.self_attn.o_proj, layer.o_weight)
     normed = _norm(module.post_attention_layernorm, hidden)
     mlp = module.mlp
     if layer.gate_up is not None:
         gate, up = F.linear(normed, layer.gate_up).chunk(2, dim=-1)
     else:
         gate, up = mlp.gate_proj(normed), mlp.up_proj(normed)
-    return _linear_residual(hidden, mlp.act_fn(gate) * up, mlp.down_proj)
+    return _linear_residual(hidden, mlp.act_fn(gate) * up, mlp.down_proj, layer.down_weight)
 
 
 class Decoder:
@@ -301,11 +335,17 @@ class Decoder:
             layer = _Layer(module)
             fusable = all(getattr(mlp, name).bias is None for name in ("gate_proj", "up_proj"))
             if fuse and fusable:
+                # LoRA layers contribute their merged weights (effective_weight): the fused copies
+                # are made anyway, so the adapters cost nothing per token here
                 projections = (attn.q_proj, attn.k_proj, attn.v_proj)
-                layer.qkv = torch.cat([p.weight for p in projections]).detach()
+                layer.qkv = torch.cat([effective_weight(p) for p in projections]).detach()
                 if attn.q_proj.bias is not None:
                     layer.qkv_bias = torch.cat([p.bias for p in projections]).detach()
-                layer.gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach()
+                layer.gate_up = torch.cat([effective_weight(mlp.gate_proj), effective_weight(mlp.up_proj)]).detach()
+                if _is_adapted(attn.o_proj):
+                    layer.o_weight = effective_weight(attn.o_proj)
+                if _is_adapted(mlp.down_proj):
+                    layer.down_weight = effective_weight(mlp.down_proj)
             self.layers.append(layer)
 
     def new_cache(self, rows: int, length: int, dtype, device) -> _StaticCache:
@@ -494,13 +534,20 @@ class GenerationEngine:
 
     @contextmanager
     def _weights_once(self) -> Iterator[None]:
-        """One weight read (and CPU fusion) for the whole block: the CoT and the image level share it."""
+        """One weight read (and CPU fusion) for the whole block: the CoT and the image level share it.
+
+        The language model samples in eval mode (LoRA dropout off), whatever mode training left it in.
+        """
         self._refresh()
         self._weights_read = True
+        language_model = self.policy.language_model
+        was_training = language_model.training
+        language_model.train(False)
         try:
             yield
         finally:
             self._weights_read = False
+            language_model.train(was_training)
 
     def _step_fn(self) -> Callable | None:
         if self.options.compile == "none":

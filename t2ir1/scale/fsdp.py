@@ -145,7 +145,8 @@ def shard_janus(policy, reference, mesh: DeviceMesh, options: ShardingOptions) -
     _shard_decoder(
         policy.language_model, policy.lm_head, mesh, options, trained=True, output_dtype=frozen_dtype
     )
-    if reference is not None:
+    # a LoRA policy's reference is the policy itself under disabled adapters: sharded with it
+    if reference is not None and not getattr(reference, "shares_policy_weights", False):
         _shard_decoder(
             reference.language_model,
             reference.lm_head,

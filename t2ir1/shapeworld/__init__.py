@@ -26,9 +26,9 @@ def checkpoint_path() -> Path:
     return CHECKPOINT_DIR
 
 
-def load_policy(name_or_path: str | os.PathLike | None = None, dtype: str = "float32"):
+def load_policy(name_or_path: str | os.PathLike | None = None, dtype: str = "float32", lora: dict | None = None):
     """The ShapeWorld Janus as a :class:`~t2ir1.policy.janus.JanusPolicy` (``None`` = the shipped one)."""
     from t2ir1.policy.janus import JanusPolicy
 
     path = checkpoint_path() if name_or_path is None else name_or_path
-    return JanusPolicy.from_pretrained(path, dtype=dtype, local_files_only=True)
+    return JanusPolicy.from_pretrained(path, dtype=dtype, local_files_only=True, lora=lora)

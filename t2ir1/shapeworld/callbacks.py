@@ -16,6 +16,7 @@ held-out samples, and ``reward_curve.png`` (mean reward per step) into ``out_dir
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -153,6 +154,7 @@ class HeldoutAccuracyCallback(L.Callback):
         plot_window: moving-average window of the reward curve.
         every_n_steps: also evaluate every this many optimiser steps (0: only before and after);
             each result is logged as ``heldout/<category>`` and kept in the JSON's ``history``.
+        use_ema: sample from the EMA weights (``algo.ema.decay`` set: the ``EMAWeights`` callback).
     """
 
     def __init__(
@@ -173,6 +175,7 @@ class HeldoutAccuracyCallback(L.Callback):
         grid_images: int = 24,
         plot_window: int = 20,
         every_n_steps: int = 0,
+        use_ema: bool = False,
     ):
         if num_prompts < 1:
             raise ValueError(f"HeldoutAccuracyCallback: num_prompts must be >= 1, got {num_prompts}")
@@ -195,6 +198,7 @@ class HeldoutAccuracyCallback(L.Callback):
         self.grid_images = grid_images
         self.plot_window = plot_window
         self.every_n_steps = every_n_steps
+        self.use_ema = use_ema
         self.history: list[dict] = []
         self.before: dict[str, float] | None = None
         self.after: dict[str, float] | None = None
@@ -206,15 +210,16 @@ class HeldoutAccuracyCallback(L.Callback):
         """Held-out accuracy table of ``pl_module.policy`` (``files``: also ``heldout_{tag}.png`` / ``.jsonl``)."""
         start = time.perf_counter()
         template = pl_module.reasoning_template if self.use_cot else None
-        result = heldout_accuracy(
-            pl_module.policy,
-            self.records,
-            template,
-            pl_module.settings.system_prompt,
-            self.detector,
-            seed=self.seed,
-            **self.generation,
-        )
+        with self._weights(pl_module):
+            result = heldout_accuracy(
+                pl_module.policy,
+                self.records,
+                template,
+                pl_module.settings.system_prompt,
+                self.detector,
+                seed=self.seed,
+                **self.generation,
+            )
         log.info(
             "held-out accuracy (%s, %d prompts, %.0fs): %.1f%% overall",
             tag, len(self.records), time.perf_counter() - start, 100 * result["table"]["overall"],
@@ -238,6 +243,19 @@ class HeldoutAccuracyCallback(L.Callback):
         with open(self.out_dir / f"heldout_{tag}.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
         return result["table"]
+
+    def _weights(self, pl_module):
+        """The EMA weights swapped into the policy (``use_ema``), else the policy as it is."""
+        if not self.use_ema:
+            return contextlib.nullcontext()
+        from t2ir1.lit.ema import ema_callback
+
+        ema = ema_callback(pl_module.trainer) if pl_module._trainer is not None else None
+        if ema is None or ema.averaged is None:
+            raise ValueError(
+                "callbacks.heldout.use_ema=true but the run keeps no EMA: set algo.ema.decay (e.g. 0.99) or use_ema=false"
+            )
+        return ema.swapped_in(pl_module.policy)
 
     @staticmethod
     def _evaluates(trainer: L.Trainer, pl_module) -> bool:

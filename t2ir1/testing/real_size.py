@@ -13,7 +13,9 @@ import tempfile
 import torch
 
 
-def random_janus_policy(preset: str = "janus_pro_1b", dtype=torch.bfloat16, device="cpu", full_vision: bool = False):
+def random_janus_policy(
+    preset: str = "janus_pro_1b", dtype=torch.bfloat16, device="cpu", full_vision: bool = False, lora: dict | None = None
+):
     """A :class:`~t2ir1.policy.janus.JanusPolicy` of ``preset``'s dimensions, random N(0, 0.02) weights."""
     from transformers import JanusForConditionalGeneration, JanusProcessor
 
@@ -54,4 +56,4 @@ def random_janus_policy(preset: str = "janus_pro_1b", dtype=torch.bfloat16, devi
     model.generation_config.generation_kwargs = {
         "boi_token_id": processor.tokenizer.convert_tokens_to_ids(processor.tokenizer.boi_token)
     }
-    return JanusPolicy(model.eval(), processor)
+    return JanusPolicy(model.eval(), processor, lora=lora)
