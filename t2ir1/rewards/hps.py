@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from t2ir1.data.records import PromptRecord
+from t2ir1.dtypes import DTYPES, LOW_PRECISION
 from t2ir1.rewards._common import (
     check_inputs,
     check_local_path,
@@ -34,7 +35,7 @@ from t2ir1.rewards.base import RewardOutput
 
 log = logging.getLogger(__name__)
 
-AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+AUTOCAST_DTYPES = {name: DTYPES[name] for name in LOW_PRECISION}
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -32,19 +32,15 @@ from dataclasses import dataclass, field
 import torch
 from transformers import JanusConfig, JanusForConditionalGeneration
 
+from t2ir1.policy.janus import FROZEN_PARTS
+from t2ir1.policy.logprobs import LOGPROB_CHUNK_LOGITS
+
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
 
-# Trained vs frozen top-level parts of JanusModel (see t2ir1.policy.janus.FROZEN_PARTS).
-FROZEN = (
-    "vision_model",
-    "aligner",
-    "vqmodel",
-    "generation_embeddings",
-    "generation_aligner",
-    "generation_head",
-)
+# Trained vs frozen top-level parts of JanusModel: the policy's own list.
+FROZEN = FROZEN_PARTS
 
 # Janus-Pro text decoders (LLaMA layout) as published in the checkpoints' config.json.
 PRESETS: dict[str, dict[str, int]] = {
@@ -109,7 +105,7 @@ class StepShape:
     image_prompt_tokens: int = 128
     semantic_prompt_tokens: int = 160
     max_cot_tokens: int = 1024
-    logprob_chunk_logits: int = 1 << 21
+    logprob_chunk_logits: int = LOGPROB_CHUNK_LOGITS
     activation_checkpointing: bool = False
     beta: float = 0.01
     rewards: dict[str, tuple[float, int]] = field(default_factory=lambda: dict(REWARD_MEMBERS))

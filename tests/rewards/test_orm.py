@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from t2ir1.rewards.convert_orm import ConversionError, convert, convert_key, main
 from t2ir1.rewards.orm import OutcomeRewardModel, pad_and_resize, pad_to_square
-from t2ir1.rewards.tiny import build_tiny_llava_next_checkpoint
+from t2ir1.testing.tiny_rewards import build_tiny_llava_next_checkpoint
 
 
 @pytest.fixture(scope="module")
