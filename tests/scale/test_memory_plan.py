@@ -18,11 +18,17 @@ def test_decoder_layer_count_matches_the_llama_formula():
     assert counts["language_model"] == 30 * 202_383_360 + 102_400 * 4096 + 4096
 
 
-def test_presets_are_the_published_text_decoders():
-    assert PRESETS["janus_pro_1b"]["num_hidden_layers"] == 24
-    assert PRESETS["janus_pro_7b"]["hidden_size"] == 4096
-    config = janus_config("janus_pro_1b")
-    assert isinstance(config, JanusConfig) and config.text_config.intermediate_size == 5632
+def test_presets_build_the_published_text_decoders():
+    for name, decoder in PRESETS.items():
+        config = janus_config(name)
+        assert isinstance(config, JanusConfig)
+        assert {key: getattr(config.text_config, key) for key in decoder} == decoder, name
+    # Janus-Pro-1B's decoder (DeepSeek-LLM 1.5B), worked by hand from its published config.json:
+    # layer 4 * 2048^2 + 3 * 2048 * 5632 + 2 * 2048 = 51,384,320; x 24 = 1,233,223,680;
+    # + embeddings 102,400 * 2048 = 209,715,200; + final norm 2048 -> 1,442,940,928
+    assert parameter_counts(janus_config("janus_pro_1b"))["language_model"] == 1_442_940_928
+    with pytest.raises(ValueError, match="unknown preset 'janus_pro_3b'"):
+        janus_config("janus_pro_3b")
 
 
 def test_plan_rows_follow_their_formulas():
