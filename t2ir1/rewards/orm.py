@@ -40,15 +40,14 @@ from t2ir1.rewards._common import (
     check_inputs,
     check_local_path,
     freeze,
-    micro_batches,
     normalise,
-    not_setup_error,
     resize_bicubic,
     resolve_dtype,
     single_token_ids,
     uint8_groups,
 )
 from t2ir1.rewards.base import RewardOutput
+from t2ir1.rewards.frozen import FrozenModel
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ def pad_and_resize(images: Sequence[Image.Image], fill: Sequence[int], size: int
     return out
 
 
-class OutcomeRewardModel:
+class OutcomeRewardModel(FrozenModel):
     """LLaVA-OneVision yes-probability for "does this image represent the prompt"; ``[B]`` in ``[0, 1]``.
 
     Args:
@@ -135,26 +134,23 @@ class OutcomeRewardModel:
             raise ValueError(f"orm: readout {readout!r} is unknown; expected one of {', '.join(READOUTS)}")
         if temperature <= 0:
             raise ValueError(f"orm: temperature must be > 0, got {temperature}")
-        self.name = name
+        super().__init__(name, model_path, dtype, micro_batch_size, local_files_only)
         self.temperature = float(temperature)
         self.readout = readout
         self.sample_top_k = int(sample_top_k)
         self.seed = int(seed)
-        self.model_path = model_path
         self.system_prompt = system_prompt
         self.question_template = question_template
         self.chat_template = chat_template
         self.image_placeholder = image_placeholder
         self.yes_tokens, self.no_tokens = tuple(yes_tokens), tuple(no_tokens)
-        self.dtype_name = dtype
-        self.micro_batch_size = micro_batch_size
-        self.local_files_only = local_files_only
-        self.model = None
 
     def setup(self, device: torch.device | str = "cpu") -> None:
-        """Load the LLaVA-OneVision judge, its tokenizer and image statistics; freeze."""
+        """Load the LLaVA-OneVision judge, its tokenizer and image statistics; freeze (once)."""
         from transformers import AutoImageProcessor, AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
+        if self.model is not None:
+            return
         check_local_path(self.name, self.model_path, "model_path")
         self.device = torch.device(device)
         self.dtype = resolve_dtype(self.dtype_name, self.device)
@@ -217,11 +213,10 @@ class OutcomeRewardModel:
         """Score ``images[i]`` against ``records[i].prompt``; returns ``[B]`` float32 on CPU."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        if self.model is None:
-            raise not_setup_error(self.name)
+        self.ready()
         check_inputs(self.name, records, images)
         scores = torch.zeros(len(records), dtype=torch.float32)
-        for chunk in micro_batches(len(records), self.micro_batch_size):
+        for chunk in self.chunks(len(records)):
             pixels = self.preprocess(images[chunk]).to(self.device, self.dtype)  # [b, 3, S, S]
             features = self.image_features(pixels)  # [b, N + 1, D]
             sequences = [self.prompt_ids(r.prompt, features.shape[1]) for r in records[chunk]]
