@@ -7,17 +7,19 @@ evaluation judges (CLIP, BLIP-VQA, Mask2Former) share the same skeleton.
   resumed run may each call it).
 * :meth:`ready` raises one clear error when a model is used before ``setup``.
 * :meth:`chunks` yields the micro-batches of ``micro_batch_size`` items; callers run them
-  under ``torch.inference_mode()``.
+  under ``torch.inference_mode()`` (:meth:`score_images` does both for image scorers).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
+from PIL import Image
 
-from t2ir1.rewards._common import load_frozen, micro_batches, not_setup_error
+from t2ir1.data.records import PromptRecord
+from t2ir1.rewards._common import check_inputs, load_frozen, micro_batches, not_setup_error
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +74,20 @@ class FrozenModel:
     def chunks(self, total: int) -> Iterator[slice]:
         """Micro-batches of at most ``micro_batch_size`` items covering ``range(total)``."""
         return micro_batches(total, self.micro_batch_size)
+
+    @torch.inference_mode()
+    def score_images(
+        self,
+        records: Sequence[PromptRecord],
+        images: Sequence[Image.Image],
+        score_chunk: Callable[[Sequence[PromptRecord], torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """``[B]`` float32 on CPU: ``score_chunk(records[c], pixels[c])`` per micro-batch ``c``,
+        ``pixels`` being ``self.preprocess(images[c])`` on the model's device and dtype."""
+        self.ready()
+        check_inputs(self.name, records, images)
+        scores = torch.zeros(len(records), dtype=torch.float32)
+        for chunk in self.chunks(len(records)):
+            pixels = self.preprocess(images[chunk]).to(self.device, self.dtype)  # [b, 3, S, S]
+            scores[chunk] = score_chunk(records[chunk], pixels).float().cpu()
+        return scores

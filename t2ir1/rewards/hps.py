@@ -21,7 +21,6 @@ from PIL import Image
 from t2ir1.data.records import PromptRecord
 from t2ir1.dtypes import DTYPES, LOW_PRECISION
 from t2ir1.rewards._common import (
-    check_inputs,
     check_local_path,
     freeze,
     normalise,
@@ -154,21 +153,19 @@ class HPSReward(FrozenModel):
     @torch.inference_mode()
     def __call__(self, records: Sequence[PromptRecord], images: Sequence[Image.Image]) -> RewardOutput:
         """Score ``images[i]`` against ``records[i].prompt``; returns ``[B]`` float32 on CPU."""
-        self.ready()
-        check_inputs(self.name, records, images)
-        scores = torch.zeros(len(records), dtype=torch.float32)
-        for chunk in self.chunks(len(records)):
-            pixels = self.preprocess(images[chunk]).to(self.device, self.dtype)  # [b, 3, S, S]
-            # GRPO scores G images per prompt: encode each distinct prompt once
-            prompts = [r.prompt for r in records[chunk]]
-            position = {prompt: index for index, prompt in enumerate(dict.fromkeys(prompts))}
-            unique = list(position)
-            prompt_index = torch.tensor([position[p] for p in prompts], device=self.device)  # [b]
-            tokens = self.tokenizer(unique).to(self.device)  # [u, 77]
-            with torch.autocast(
-                self.device.type, dtype=AUTOCAST_DTYPES.get(self.autocast), enabled=self.autocast is not None
-            ):
-                image_features = self.model.encode_image(pixels, normalize=True)  # [b, D]
-                text_features = self.model.encode_text(tokens, normalize=True)[prompt_index]  # [u, D] -> [b, D]
-            scores[chunk] = (image_features.float() * text_features.float()).sum(dim=-1).cpu()
-        return RewardOutput(self.name, scores)
+        return RewardOutput(self.name, self.score_images(records, images, self._score_chunk))
+
+    def _score_chunk(self, records: Sequence[PromptRecord], pixels: torch.Tensor) -> torch.Tensor:
+        """``[b]`` cosine of each image and its prompt; ``pixels`` ``[b, 3, S, S]``."""
+        # GRPO scores G images per prompt: encode each distinct prompt once
+        prompts = [r.prompt for r in records]
+        position = {prompt: index for index, prompt in enumerate(dict.fromkeys(prompts))}
+        unique = list(position)
+        prompt_index = torch.tensor([position[p] for p in prompts], device=self.device)  # [b]
+        tokens = self.tokenizer(unique).to(self.device)  # [u, 77]
+        with torch.autocast(
+            self.device.type, dtype=AUTOCAST_DTYPES.get(self.autocast), enabled=self.autocast is not None
+        ):
+            image_features = self.model.encode_image(pixels, normalize=True)  # [b, D]
+            text_features = self.model.encode_text(tokens, normalize=True)[prompt_index]  # [u, D] -> [b, D]
+        return (image_features.float() * text_features.float()).sum(dim=-1)

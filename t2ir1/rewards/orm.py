@@ -37,7 +37,6 @@ from PIL import Image
 
 from t2ir1.data.records import PromptRecord
 from t2ir1.rewards._common import (
-    check_inputs,
     check_local_path,
     freeze,
     normalise,
@@ -211,35 +210,27 @@ class OutcomeRewardModel(FrozenModel):
     @torch.inference_mode()
     def __call__(self, records: Sequence[PromptRecord], images: Sequence[Image.Image]) -> RewardOutput:
         """Score ``images[i]`` against ``records[i].prompt``; returns ``[B]`` float32 on CPU."""
+        return RewardOutput(self.name, self.score_images(records, images, self._score_chunk))
+
+    def _score_chunk(self, records: Sequence[PromptRecord], pixels: torch.Tensor) -> torch.Tensor:
+        """``[b]`` readout of the judge's first answer token; ``pixels`` ``[b, 3, S, S]``."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        self.ready()
-        check_inputs(self.name, records, images)
-        scores = torch.zeros(len(records), dtype=torch.float32)
-        for chunk in self.chunks(len(records)):
-            pixels = self.preprocess(images[chunk]).to(self.device, self.dtype)  # [b, 3, S, S]
-            features = self.image_features(pixels)  # [b, N + 1, D]
-            sequences = [self.prompt_ids(r.prompt, features.shape[1]) for r in records[chunk]]
-            lengths = torch.tensor([len(s) for s in sequences])  # [b]
-            input_ids = torch.full(
-                (len(sequences), int(lengths.max())), self.pad_id, dtype=torch.long
-            )  # [b, T]
-            for row, sequence in enumerate(sequences):
-                input_ids[row, : len(sequence)] = torch.tensor(sequence)  # right padding
-            attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()  # [b, T]
-            hidden = self.model.model(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention_mask.to(self.device),
-                mm_encoder_outputs={
-                    "image": BaseModelOutputWithPooling(pooler_output=list(features.unbind(0)))
-                },
-            ).last_hidden_state  # [b, T, H]
-            last = hidden[
-                torch.arange(len(sequences), device=self.device), (lengths - 1).to(self.device)
-            ]  # [b, H]
-            logits = self.model.lm_head(last).float()  # [b, V]
-            scores[chunk] = self.readout_scores(logits).cpu()
-        return RewardOutput(self.name, scores)
+        features = self.image_features(pixels)  # [b, N + 1, D]
+        sequences = [self.prompt_ids(r.prompt, features.shape[1]) for r in records]
+        lengths = torch.tensor([len(s) for s in sequences])  # [b]
+        input_ids = torch.full((len(sequences), int(lengths.max())), self.pad_id, dtype=torch.long)  # [b, T]
+        for row, sequence in enumerate(sequences):
+            input_ids[row, : len(sequence)] = torch.tensor(sequence)  # right padding
+        attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()  # [b, T]
+        hidden = self.model.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=list(features.unbind(0)))},
+        ).last_hidden_state  # [b, T, H]
+        last = hidden[torch.arange(len(sequences), device=self.device), (lengths - 1).to(self.device)]  # [b, H]
+        logits = self.model.lm_head(last).float()  # [b, V]
+        return self.readout_scores(logits)
 
     def readout_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """``[b]`` scores from the first-token logits ``[b, V]`` (float32) by ``self.readout``."""
