@@ -1,6 +1,6 @@
 """Reward throughput: batched scoring vs one image at a time (as the original T2I-R1 does).
 
-Every member runs on its tiny, randomly initialised variant (``t2ir1.rewards.tiny``)
+Every member runs on its tiny, randomly initialised variant (``t2ir1.testing.tiny_rewards``)
 with 384x384 images (Janus-Pro's output size) and prompts of every task type; the
 batched run uses ``micro_batch_size = --batch`` and one call for all images, the
 baseline calls the member once per image. On the tiny variants the ratio measures
@@ -76,7 +76,7 @@ def _members(folder: Path, batch: int) -> dict[str, object]:
     from t2ir1.rewards.git import GitVQAReward
     from t2ir1.rewards.hps import HPSReward
     from t2ir1.rewards.orm import OutcomeRewardModel
-    from t2ir1.rewards.tiny import (
+    from t2ir1.testing.tiny_rewards import (
         build_tiny_gdino,
         build_tiny_git,
         build_tiny_hps,

@@ -33,6 +33,8 @@ import time
 
 import torch
 
+from t2ir1.policy.logprobs import LOGPROB_CHUNK_LOGITS
+
 
 def _time_all(fns: dict, repeats: int) -> dict[str, float]:
     """Median seconds of each function, the functions interleaved round by round (fair under load)."""
@@ -233,7 +235,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=2048, help="hidden size for the memory test (Janus-Pro-1B: 2048)")
     parser.add_argument("--memory-rows", type=int, default=2, help="rows of the memory test")
     parser.add_argument("--cot-len", type=int, default=256, help="CoT length of the text memory test")
-    parser.add_argument("--chunk", type=int, default=1 << 21, help="logits per chunk (algo.logprob_chunk_logits)")
+    parser.add_argument("--chunk", type=int, default=LOGPROB_CHUNK_LOGITS, help="logits per chunk (algo.logprob_chunk_logits)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from transformers import JanusConfig, JanusForConditionalGeneration
 
+from t2ir1.dtypes import DTYPES
 from t2ir1.policy import run_card
 from t2ir1.policy.prompts import load_reasoning_prompt
 
@@ -500,7 +501,7 @@ def _export_cli(argv: list[str]) -> Path:
     parser.add_argument("out", help="output directory")
     parser.add_argument("--base", default=None, help="transformers Janus the run started from (default: the run's model config)")
     parser.add_argument("--config", default=None, help="the run's config (default: <run>/.hydra/config.yaml)")
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="cast the weights")
+    parser.add_argument("--dtype", default=None, choices=list(DTYPES), help="cast the weights")
     parser.add_argument(
         "--trust-remote-code", action="store_true", help="allow Python files shipped with the base weights to run"
     )
@@ -518,7 +519,7 @@ def _convert_cli(argv: list[str]) -> Path:
     parser.add_argument("src", help="DeepSeek-format directory (config.json, weights, tokenizer files)")
     parser.add_argument("dst", help="output directory")
     parser.add_argument("--config-from", default=None, help="use this transformers Janus directory's config.json")
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="cast the weights")
+    parser.add_argument("--dtype", default=None, choices=list(DTYPES), help="cast the weights")
     parser.add_argument(
         "--reasoning-prompt",
         default=None,

@@ -19,11 +19,12 @@ import logging
 
 from omegaconf import DictConfig
 
+from t2ir1.dtypes import LOW_PRECISION
+
 log = logging.getLogger(__name__)
 
 # The loader of real Janus checkpoints (hub ids, local folders, exports).
 REAL_MODEL_TARGET = "t2ir1.policy.janus.JanusPolicy.from_pretrained"
-LOW_PRECISION = ("bfloat16", "float16")
 
 
 class PresetError(ValueError):

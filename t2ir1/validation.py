@@ -20,6 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from t2ir1.algos.settings import LEVELS as SETTINGS_LEVELS
+from t2ir1.dtypes import DTYPES
 from t2ir1.rollout.engine import CFG_UNCOND, COMPILE_MODES
 
 # The project's own policy loaders: the only `_target_` a model node may name.
@@ -30,11 +32,11 @@ MODEL_TARGETS = (
     "t2ir1.testing.real_size.random_janus_policy",
 )
 
-LEVELS = ("semantic", "token")
+LEVELS = SETTINGS_LEVELS
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "dr_grpo")
 NAN_POLICIES = ("error", "drop")
-REWARD_DTYPES = ("auto", "float32", "bfloat16", "float16")
-MODEL_DTYPES = ("float32", "bfloat16", "float16")
+MODEL_DTYPES = tuple(DTYPES)
+REWARD_DTYPES = ("auto", *MODEL_DTYPES)
 PROMPT_POLICIES = ("error", "truncate", "drop")
 
 

@@ -18,6 +18,19 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 @pytest.fixture(scope="session")
+def test_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("t2ir1-cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache_outside_home(test_cache, monkeypatch):
+    """No test writes into ~/.cache/t2ir1: ``paths.cache_dir`` reads ``T2IR1_CACHE`` (one
+    folder per session, so cached artefacts are still shared between tests)."""
+    if "T2IR1_CACHE" not in os.environ:
+        monkeypatch.setenv("T2IR1_CACHE", str(test_cache))
+
+
+@pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     from t2ir1.policy.tiny import TinyJanusSpec, tiny_checkpoint
 

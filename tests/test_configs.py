@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # groups whose node is instantiated directly; the others are dicts of instantiable entries
@@ -40,12 +42,25 @@ def test_every_group_option_composes_and_instantiates(group, option, tmp_path, m
     cfg = _compose([f"{group}={option}", *extra], tmp_path)
     node = cfg[group]
     if group in DIRECT:
-        obj = instantiate(node)
-        assert obj is not None
+        _check_built(instantiate(node), node, group)
     else:
         for name, child in node.items():
             if child is not None and "_target_" in child:
-                assert instantiate(child) is not None, name
+                _check_built(instantiate(child), child, name)
+
+
+def _check_built(obj, node, name: str) -> None:
+    """``obj`` is what ``node._target_`` names: an instance of the class, or a partial of the
+    target holding the node's arguments."""
+    target = get_object(node._target_)
+    if node.get("_partial_", False):
+        assert isinstance(obj, functools.partial) and obj.func == target, name
+        fields = {k for k in node if not str(k).startswith("_")}
+        assert fields == set(obj.keywords), (name, fields ^ set(obj.keywords))
+    elif isinstance(target, type):
+        assert isinstance(obj, target), (name, type(obj), target)
+    else:  # a factory function: it built something, not the config node itself
+        assert obj is not None and not isinstance(obj, (DictConfig, dict)), name
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))

@@ -7,7 +7,7 @@ import pytest
 from workflow_runs import compose_train, read_metrics
 
 from t2ir1.rewards.convert_orm import convert
-from t2ir1.rewards.tiny import (
+from t2ir1.testing.tiny_rewards import (
     build_tiny_gdino,
     build_tiny_git,
     build_tiny_hps,

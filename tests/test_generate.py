@@ -46,12 +46,10 @@ def test_no_cot_baseline(tmp_path):
     assert not (tmp_path / "gen" / "grid.png").exists()
 
 
-def test_generate_samples_is_batch_independent_and_greedy_is_deterministic():
-    import os
-
+def test_generate_samples_is_batch_independent_and_greedy_is_deterministic(test_cache):
     from t2ir1.policy.tiny import load_tiny_policy
 
-    policy = load_tiny_policy(os.path.expanduser("~/.cache/t2ir1/models"))
+    policy = load_tiny_policy(test_cache / "models")
     kwargs = dict(n_per_prompt=2, max_new_tokens=6, seed=3)
     together = generate_samples(policy, ["a red cube", "two blue balls"], batch_size=2, **kwargs)
     alone = generate_samples(policy, ["two blue balls"], batch_size=1, **kwargs)

@@ -12,9 +12,9 @@ import dataclasses
 import pytest
 from workflow_runs import compose_train, read_metrics
 
-from t2ir1.lit.module import GRPOSettings
+from t2ir1.algos.settings import GRPOSettings
 from t2ir1.rewards.convert_orm import convert
-from t2ir1.rewards.tiny import (
+from t2ir1.testing.tiny_rewards import (
     build_tiny_gdino,
     build_tiny_git,
     build_tiny_hps,

@@ -12,6 +12,7 @@ import re
 import shlex
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -163,7 +164,8 @@ def test_presets_work_with_every_trainer(experiment, trainer, tmp_path):
         assert strategy is None
     else:
         assert "_target_" in strategy  # a real strategy node, never a bare dict of FSDP keys
-    assert instantiate(cfg.trainer, logger=False) is not None
+    built = instantiate(cfg.trainer, logger=False)
+    assert isinstance(built, L.Trainer) and built.max_steps == cfg.trainer.max_steps
 
 
 def test_a_real_model_under_the_demo_is_refused(tmp_path):

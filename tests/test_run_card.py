@@ -14,8 +14,8 @@ from test_export import to_deepseek  # the hand-written DeepSeek layout of the t
 from transformers import AutoTokenizer
 from workflow_runs import CONF, compose_train
 
+from t2ir1.algos.settings import GRPOSettings
 from t2ir1.export import main as export_main
-from t2ir1.lit.module import GRPOSettings
 from t2ir1.policy.janus import JanusPolicy
 from t2ir1.policy.prompts import DEFAULT_REASONING_PROMPT, SYSTEM_PROMPT, load_reasoning_prompt
 from t2ir1.policy.run_card import (

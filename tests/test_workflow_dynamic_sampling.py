@@ -51,7 +51,7 @@ class TrainedPrompts(L.Callback):
         self.path = path
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        ids = list(dict.fromkeys(r.prompt_id for r in pl_module.last_rollout.records))
+        ids = list(dict.fromkeys(r.prompt_id for r in outputs["record"].records))
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(f"{trainer.global_step} {' '.join(ids)}\n")
 

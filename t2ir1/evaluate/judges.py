@@ -15,17 +15,17 @@ from PIL import Image
 
 from t2ir1.evaluate.provenance import model_provenance
 from t2ir1.rewards._common import (
-    load_frozen,
     micro_batches,
     not_setup_error,
     single_token_ids,
 )
 from t2ir1.rewards.compositional import Detection
+from t2ir1.rewards.frozen import FrozenModel
 
 log = logging.getLogger(__name__)
 
 
-class ClipJudge:
+class ClipJudge(FrozenModel):
     """CLIP image/text embeddings: CLIPScore (cosine) and zero-shot classification.
 
     Args:
@@ -37,21 +37,9 @@ class ClipJudge:
     def __init__(
         self, model_path: str, dtype: str = "auto", micro_batch_size: int = 32, local_files_only: bool = False
     ):
-        self.model_path = model_path
-        self.dtype_name = dtype
-        self.micro_batch_size = micro_batch_size
-        self.local_files_only = local_files_only
-        self.model = None
+        super().__init__("clip", model_path, dtype, micro_batch_size, local_files_only)
 
-    def setup(self, device: str = "cpu") -> None:
-        from transformers import CLIPModel
-
-        if self.model is not None:
-            return
-        self.processor, self.model, self.device, self.dtype = load_frozen(
-            "clip", CLIPModel, self.model_path, self.dtype_name, device, self.local_files_only
-        )
-        log.info("clip: loaded %s on %s", self.model_path, self.device)
+    model_class = "CLIPModel"
 
     def describe(self) -> dict:
         return model_provenance(self.model_path, kind="clip", dtype=self.dtype_name)
@@ -59,10 +47,9 @@ class ClipJudge:
     @torch.inference_mode()
     def image_features(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """L2-normalised image embeddings ``[N, D]`` float32 on CPU."""
-        if self.model is None:
-            raise not_setup_error("clip")
+        self.ready()
         pieces = []
-        for chunk in micro_batches(len(images), self.micro_batch_size):
+        for chunk in self.chunks(len(images)):
             pixels = self.processor.image_processor(
                 [im.convert("RGB") for im in images[chunk]], return_tensors="pt"
             )
@@ -76,11 +63,10 @@ class ClipJudge:
     @torch.inference_mode()
     def text_features(self, texts: Sequence[str]) -> torch.Tensor:
         """L2-normalised text embeddings ``[M, D]`` float32 on CPU (truncated to the model's context)."""
-        if self.model is None:
-            raise not_setup_error("clip")
+        self.ready()
         max_length = self.model.config.text_config.max_position_embeddings
         pieces = []
-        for chunk in micro_batches(len(texts), self.micro_batch_size):
+        for chunk in self.chunks(len(texts)):
             tokens = self.processor.tokenizer(
                 list(texts[chunk]), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
             )
@@ -111,7 +97,7 @@ class ClipJudge:
         return (self.image_features(images) @ classifier).argmax(dim=-1).tolist()
 
 
-class BlipVqaJudge:
+class BlipVqaJudge(FrozenModel):
     """BLIP VQA yes-probability: ``P(yes) / (P(yes) + P(no))`` of the first answer token.
 
     The question ``"{phrase}?"`` is encoded against the image by BLIP's text encoder; the
@@ -133,26 +119,16 @@ class BlipVqaJudge:
         micro_batch_size: int = 32,
         local_files_only: bool = False,
     ):
-        self.model_path = model_path
+        super().__init__("blip", model_path, dtype, micro_batch_size, local_files_only)
         self.yes_token, self.no_token = yes_token, no_token
-        self.dtype_name = dtype
-        self.micro_batch_size = micro_batch_size
-        self.local_files_only = local_files_only
-        self.model = None
 
-    def setup(self, device: str = "cpu") -> None:
-        from transformers import BlipForQuestionAnswering
+    model_class = "BlipForQuestionAnswering"
 
-        if self.model is not None:
-            return
-        self.processor, self.model, self.device, self.dtype = load_frozen(
-            "blip", BlipForQuestionAnswering, self.model_path, self.dtype_name, device, self.local_files_only
-        )
+    def on_load(self) -> None:
         tokenizer = self.processor.tokenizer
         self.answer_ids = single_token_ids(
             tokenizer, (self.yes_token, self.no_token), "blip", self.model_path
         )
-        log.info("blip: loaded %s on %s", self.model_path, self.device)
 
     def describe(self) -> dict:
         return model_provenance(self.model_path, kind="blip_vqa", dtype=self.dtype_name)
@@ -165,15 +141,14 @@ class BlipVqaJudge:
         rows do not score exactly like unpadded ones, and a score must not depend on which
         other questions share its batch.
         """
-        if self.model is None:
-            raise not_setup_error("blip")
+        self.ready()
         token_ids = self.processor.tokenizer(list(questions)).input_ids
         by_length: dict[int, list[int]] = defaultdict(list)
         for index, ids in enumerate(token_ids):
             by_length[len(ids)].append(index)
         result = torch.zeros(len(questions))
         for rows in by_length.values():
-            for chunk in micro_batches(len(rows), self.micro_batch_size):
+            for chunk in self.chunks(len(rows)):
                 part = rows[chunk]
                 result[part] = self._yes_probability([images[i] for i in part], [token_ids[i] for i in part])
         return result
@@ -297,7 +272,7 @@ def masked_crop(
     return Image.composite(crop.convert("RGB"), background, Image.fromarray(inside, mode="L"))
 
 
-class Mask2FormerDetector:
+class Mask2FormerDetector(FrozenModel):
     """Closed-set COCO instance segmentation with transformers' Mask2Former (GenEval's model family).
 
     Detections carry their boolean mask in ``attributes["mask"]``; the box is the mask's extent.
@@ -320,29 +295,14 @@ class Mask2FormerDetector:
         micro_batch_size: int = 4,
         local_files_only: bool = False,
     ):
-        self.model_path = model_path
+        super().__init__("mask2former", model_path, dtype, micro_batch_size, local_files_only)
         self.score_floor = score_floor
         self.label_aliases = dict(label_aliases or {})
-        self.dtype_name = dtype
-        self.micro_batch_size = micro_batch_size
-        self.local_files_only = local_files_only
-        self.model = None
 
-    def setup(self, device: str = "cpu") -> None:
-        from transformers import Mask2FormerForUniversalSegmentation
+    model_class = "Mask2FormerForUniversalSegmentation"
 
-        if self.model is not None:
-            return
-        self.processor, self.model, self.device, self.dtype = load_frozen(
-            "mask2former",
-            Mask2FormerForUniversalSegmentation,
-            self.model_path,
-            self.dtype_name,
-            device,
-            self.local_files_only,
-        )
+    def on_load(self) -> None:
         self.id2label = {int(k): self.label_aliases.get(v, v) for k, v in self.model.config.id2label.items()}
-        log.info("mask2former: loaded %s on %s", self.model_path, self.device)
 
     def describe(self) -> dict:
         return model_provenance(
@@ -373,10 +333,9 @@ class Mask2FormerDetector:
         self, classes_per_image: Sequence[Sequence[str]], images: Sequence[Image.Image]
     ) -> list[list[Detection]]:
         """Per image, the instances of its classes (label = class name), by decreasing score."""
-        if self.model is None:
-            raise not_setup_error("mask2former")
+        self.ready()
         results: list[list[Detection]] = [[] for _ in images]
-        for chunk in micro_batches(len(images), self.micro_batch_size):
+        for chunk in self.chunks(len(images)):
             batch = [im.convert("RGB") for im in images[chunk]]
             inputs = self.processor(images=batch, return_tensors="pt")
             outputs = self.model(pixel_values=inputs["pixel_values"].to(self.device, self.dtype))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +13,12 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from t2ir1.lit.grid import captioned_grid, sample_caption
 
 log = logging.getLogger(__name__)
+
+
+def step_record(outputs):
+    """The :class:`~t2ir1.lit.module.StepRecord` that ``training_step`` returned (``outputs["record"]``),
+    or None when the step returned none (another module, a skipped batch)."""
+    return outputs.get("record") if isinstance(outputs, Mapping) else None
 
 
 class SampleGridCallback(L.Callback):
@@ -31,9 +38,9 @@ class SampleGridCallback(L.Callback):
         self.written: list[Path] = []
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        rollout = getattr(pl_module, "last_rollout", None)
+        rollout = step_record(outputs)
         step = trainer.global_step
-        if rollout is None or rollout.rewards is None or not trainer.is_global_zero:
+        if rollout is None or not trainer.is_global_zero:
             return
         if step % self.every_n_steps and step != trainer.max_steps:
             return

@@ -1,11 +1,15 @@
 """The LightningModule: orchestration of one BiCoT-GRPO step, no formula of its own.
 
-rollout (semantic CoT -> CFG image tokens -> decode) -> score (reward ensemble)
--> advantages (algos.advantages) -> log-probs (policy, reference) -> loss (algos.losses)
+rollout (rollout.engine: semantic CoT -> CFG image tokens -> decode) -> score (rewards)
+-> advantages (algos.advantages) -> fixed log-probs (policy/reference ``sequence_logprobs``)
+-> loss (algos.losses). Each phase returns its values; :meth:`BiCoTGRPOModule.step_record`
+gathers them into a :class:`StepRecord`, which ``training_step`` returns to the callbacks
+(``on_train_batch_end(outputs["record"], ...)``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,127 +23,29 @@ from PIL import Image
 
 from t2ir1.algos.advantages import group_normalized, group_stats
 from t2ir1.algos.losses import bicot_grpo_loss
+from t2ir1.algos.settings import LEVELS, TOKEN_NORMALIZERS, GRPOSettings  # noqa: F401  (old target path of saved run configs)
 from t2ir1.data.records import PromptRecord
 from t2ir1.policy import run_card
 from t2ir1.policy.janus import JanusPolicy, ReferenceModel
-from t2ir1.policy.logprobs import image_logprobs, text_logprobs
-from t2ir1.policy.prompts import SYSTEM_PROMPT, load_reasoning_prompt
+from t2ir1.policy.prompts import load_reasoning_prompt
 from t2ir1.rewards.base import RewardOutput
 from t2ir1.rewards.overlap import scorer_for
 from t2ir1.rollout.dynamic_sampling import FilterStats, fill_informative_groups
-from t2ir1.rollout.engine import Generation, GenerationEngine, SamplingOptions
+from t2ir1.rollout.engine import Generation, GenerationEngine
 from t2ir1.rollout.sampling import prompt_seed  # noqa: F401  (re-exported: saved code imports it from here)
 from t2ir1.scale.metrics import nanmean_with_count, pooled_std, weighted_means
 from t2ir1.scale.normalizer import gradient_correction, scale_gradients
 
 log = logging.getLogger(__name__)
 
-LEVELS = ("semantic", "token")
-TOKEN_NORMALIZERS = ("global", "local")
-
-
-@dataclass
-class GRPOSettings:
-    """Every knob of BiCoT-GRPO; defaults are the paper's (REFERENCE §2)."""
-
-    group_size: int = 8
-    new_generations_image: int = 1
-    beta: float = 0.01
-    levels: Sequence[str] = ("semantic", "token")
-    num_iterations: int = 1
-    clip_eps_low: float = 0.2
-    clip_eps_high: float = 0.2
-    loss_aggregation: str = "token_mean"
-    token_normalizer: str = "global"
-    adv_eps: float = 1e-4
-    adv_scale: bool = True
-    max_new_tokens: int = 1024
-    text_temperature: float = 1.0
-    text_top_k: int = 0
-    text_top_p: float = 1.0
-    image_temperature: float = 1.0
-    image_top_k: int = 0
-    image_top_p: float = 1.0
-    cfg_weight: float = 5.0
-    cfg_uncond: str = "full"
-    # the original's image-prompt layout and uint8 truncation (t2ir1.rollout.image_prompts)
-    prompt_quirks: bool = False
-    # the original's reference forward reads the policy's text embeddings (ReferenceModel)
-    reference_reads_policy_embeddings: bool = False
-    reasoning_prompt: str | None = "default"
-    system_prompt: str = SYSTEM_PROMPT
-    logprob_chunk_logits: int = 1 << 21
-    decode_micro_batch_size: int = 16
-    seed: int = 0
-    # dynamic sampling (DAPO): drop zero-std groups, refill from the data stream (t2ir1.rollout.dynamic_sampling)
-    filter_groups: bool = False
-    # most generation rounds per batch with filter_groups, the first included (0 = no bound)
-    max_gen_rounds: int = 10
-    # sampling settings to evaluate with where they differ from training (the checkpoint's run card)
-    eval_sampling: Mapping[str, Any] = field(default_factory=dict)
-    # EMA of the trained weights ({decay}); t2ir1.train adds the t2ir1.lit.ema.EMAWeights callback
-    ema: Mapping[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        self.levels = tuple(self.levels)
-        self.eval_sampling = run_card.check_sampling_keys(self.eval_sampling, "algo.eval_sampling")
-        unknown = [lvl for lvl in self.levels if lvl not in LEVELS]
-        if unknown or not self.levels:
-            raise ValueError(f"algo.levels={list(self.levels)} must be a non-empty subset of {list(LEVELS)}")
-        if self.group_size * self.new_generations_image < 2:
-            raise ValueError(
-                "algo.group_size * algo.new_generations_image must be >= 2: group-normalised advantages "
-                "need at least two samples per prompt"
-            )
-        if self.num_iterations < 1:
-            raise ValueError(f"algo.num_iterations must be >= 1, got {self.num_iterations}")
-        if self.max_gen_rounds < 0:
-            raise ValueError(
-                f"algo.max_gen_rounds must be >= 0 (generation rounds per batch, 0 = no bound), got {self.max_gen_rounds}"
-            )
-        if self.token_normalizer not in TOKEN_NORMALIZERS:
-            raise ValueError(
-                f"algo.token_normalizer={self.token_normalizer!r} is unknown; use global (the normaliser of the "
-                "whole optimiser step over ranks and micro-batches) or local (each rank's micro-batch, the original)"
-            )
-
-    def sampling_options(self, rollout: dict | None = None) -> SamplingOptions:
-        """The engine's options: this algorithm's sampling settings + the ``rollout`` node's
-        performance settings (``compile``, ``chunk_rows``, ``memory_budget_gib``)."""
-        return SamplingOptions(
-            max_new_tokens=self.max_new_tokens,
-            text_temperature=self.text_temperature,
-            text_top_k=self.text_top_k,
-            text_top_p=self.text_top_p,
-            image_temperature=self.image_temperature,
-            image_top_k=self.image_top_k,
-            image_top_p=self.image_top_p,
-            cfg_weight=self.cfg_weight,
-            cfg_uncond=self.cfg_uncond,
-            decode_micro_batch_size=self.decode_micro_batch_size,
-            prompt_quirks=self.prompt_quirks,
-            **dict(rollout or {}),
-        )
-
-    @property
-    def samples_per_prompt(self) -> int:
-        return self.group_size * self.new_generations_image
-
-    @property
-    def uses_semantic_cot(self) -> bool:
-        return "semantic" in self.levels
-
-
-@dataclass
+@dataclass(frozen=True)
 class Rollout:
-    """One batch's generation (rows ``[N = B * G * k]`` grouped per prompt) and what the step derives."""
+    """One batch's generation: rows ``[N = B * G * k]`` grouped per prompt."""
 
     records: list[PromptRecord]  # one per row
     generation: Generation
+    # scored while generating (reward.async=true), else None: :meth:`BiCoTGRPOModule.score` scores it
     rewards: RewardOutput | None = None
-    advantages: torch.Tensor | None = None  # [N]
-    old_logp: torch.Tensor | None = None  # [N, C + T_img]
-    ref_logp: torch.Tensor | None = None
     timings: dict[str, float] = field(default_factory=dict)
     filtering: FilterStats | None = None  # what dynamic sampling did (algo.filter_groups)
 
@@ -159,6 +65,46 @@ class Rollout:
     def semantic(self) -> Generation | None:
         """The generation when it sampled a semantic CoT (``B * G`` text rows), else None."""
         return self.generation if self.generation.has_cot else None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one rollout yields for its updates: the phases' results, never written after creation.
+
+    ``training_step`` returns it as ``outputs["record"]``; callbacks read it in
+    ``on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)``.
+    """
+
+    rollout: Rollout
+    rewards: RewardOutput
+    advantages: torch.Tensor  # [N]
+    old_logp: torch.Tensor | None = None  # [N, C + T_img]; None when num_iterations == 1 (ratio 1)
+    ref_logp: torch.Tensor | None = None  # [N, C + T_img]; None without a reference (beta = 0)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (rollout_*, reward, ref_logprobs)
+
+    @property
+    def records(self) -> list[PromptRecord]:
+        return self.rollout.records
+
+    @property
+    def generation(self) -> Generation:
+        return self.rollout.generation
+
+    @property
+    def cots(self) -> list[str | None]:
+        return self.rollout.cots
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return self.rollout.images
+
+    @property
+    def image_tokens(self) -> torch.Tensor:
+        return self.rollout.image_tokens
+
+    @property
+    def semantic(self) -> Generation | None:
+        return self.rollout.semantic
 
 
 def _clock() -> float:
@@ -225,10 +171,9 @@ class BiCoTGRPOModule(L.LightningModule):
         self.sampling = settings.sampling_options(rollout)
         self.engine: GenerationEngine | None = None
         # rollouts of batches whose repeats are still to come (num_iterations > 1), by batch identity
-        self._pending_rollouts: dict[object, Rollout] = {}
+        self._pending_rollouts: dict[object, StepRecord] = {}
         self._reward_ready = False
         self._warned_short_batch = False
-        self.last_rollout: Rollout | None = None
         # loss normalisers of this optimiser step's micro-batches (token_normalizer=global)
         self._step_normalizer: torch.Tensor | None = None
         # phase times of the micro-batch in flight, and the clocks its hooks started
@@ -293,75 +238,40 @@ class BiCoTGRPOModule(L.LightningModule):
                 on_images=None if scorer is None else scorer.on_images,
             )
         timings.update({f"rollout_{phase}": seconds for phase, seconds in generation.timings.items()})
-        rollout = Rollout(row_records, generation, timings=timings)
+        rewards = None
         if scorer is not None:
             with _timed(timings, "reward"):  # only the part generation did not hide
-                rollout.rewards = scorer.collect()
-        return rollout
+                rewards = scorer.collect()
+        return Rollout(row_records, generation, rewards=rewards, timings=timings)
 
     @torch.no_grad()
     def score(self, rollout: Rollout) -> RewardOutput:
-        if rollout.rewards is None:  # not already scored while generating (reward.async)
-            with _timed(rollout.timings, "reward"):
-                rollout.rewards = self.reward(rollout.records, rollout.images)
-        return rollout.rewards
+        """The rollout's rewards: those scored while generating (reward.async), else the ensemble's."""
+        if rollout.rewards is not None:
+            return rollout.rewards
+        return self.reward(rollout.records, rollout.images)
 
     @torch.no_grad()
-    def advantages(self, rollout: Rollout) -> torch.Tensor:
-        scores = rollout.rewards.scores.to(self.device, torch.float32)
+    def advantages(self, rewards: RewardOutput) -> torch.Tensor:
+        """Group-normalised advantages ``[N]`` of ``rewards`` (``t2ir1.algos.advantages``)."""
+        scores = rewards.scores.to(self.device, torch.float32)
         # unscorable samples (reward.nan_policy=drop) leave the baseline and get advantage 0
-        valid = rollout.rewards.valid
-        rollout.advantages = group_normalized(
+        valid = rewards.valid
+        return group_normalized(
             scores,
             self.settings.samples_per_prompt,
             eps=self.settings.adv_eps,
             scale=self.settings.adv_scale,
             valid=None if valid is None else valid.to(self.device),
         )
-        return rollout.advantages
 
-    def sequence_logprobs(self, rollout: Rollout, model: JanusPolicy | ReferenceModel) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probs and mask ``[N, C + T_img]`` of the trained levels' tokens under ``model``."""
-        s, g = self.settings, rollout.generation
-        k = s.new_generations_image
-        parts, masks = [], []
-        if "semantic" in s.levels:
-            args = [
-                t.repeat_interleave(k, dim=0)
-                for t in (g.semantic_prompt_ids, g.semantic_prompt_mask, g.completion_ids, g.completion_mask)
-            ]
-            if isinstance(model, ReferenceModel):
-                parts.append(model.text_logprobs(*args, chunk_logits=s.logprob_chunk_logits))
-            else:
-                parts.append(text_logprobs(model.language_model, model.lm_head, *args, chunk_logits=s.logprob_chunk_logits))
-            masks.append(args[3])
-        if "token" in s.levels:
-            if isinstance(model, ReferenceModel):
-                parts.append(
-                    model.image_logprobs(
-                        g.image_prompt_ids,
-                        g.image_prompt_mask,
-                        g.image_tokens,
-                        s.logprob_chunk_logits,
-                        position_ids=g.image_prompt_positions,
-                    )
-                )
-            else:
-                parts.append(
-                    image_logprobs(
-                        model.language_model,
-                        model.generation_head,
-                        model.embed_image_tokens,
-                        g.image_prompt_ids,
-                        g.image_prompt_mask,
-                        g.image_tokens,
-                        s.logprob_chunk_logits,
-                        position_ids=g.image_prompt_positions,  # the layout the rollout sampled with
-                    )
-                )
-            # image sequences always have their full length: never masked (REFERENCE §5b)
-            masks.append(torch.ones_like(g.image_tokens))
-        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+    def sequence_logprobs(self, rollout: Rollout | StepRecord, model: JanusPolicy | ReferenceModel) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and mask ``[N, C + T_img]`` of the trained levels' tokens under ``model``
+        (the policy or the reference: one contract, ``sequence_logprobs(generation, ...)``)."""
+        s = self.settings
+        return model.sequence_logprobs(
+            rollout.generation, s.levels, images_per_cot=s.new_generations_image, chunk_logits=s.logprob_chunk_logits
+        )
 
     def logp_gaps(self, rollout: Rollout, logp: torch.Tensor) -> dict[str, torch.Tensor]:
         """Mean |rollout - replay| log-prob of the sampled tokens (on-policy check, DESIGN: log-prob contract).
@@ -400,8 +310,8 @@ class BiCoTGRPOModule(L.LightningModule):
         step hook completes it (outside one, a batch is its own step: global equals local)."""
         return self.settings.token_normalizer == "global" and self._trainer is not None
 
-    def update(self, rollout: Rollout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Policy log-probs and the loss of ``rollout``.
+    def update(self, record: StepRecord) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Policy log-probs and the loss of ``record``.
 
         ``token_normalizer=local`` (the original): the loss is this micro-batch's own aggregate
         (e.g. its token mean), so the optimiser step averages the per-rank, per-micro-batch means.
@@ -415,13 +325,13 @@ class BiCoTGRPOModule(L.LightningModule):
         The loss's *value* is this micro-batch's own aggregate either way (what is logged).
         """
         s = self.settings
-        logp, mask = self.sequence_logprobs(rollout, self.policy)
+        logp, mask = self.sequence_logprobs(record, self.policy)
         constant = float(self.max_tokens_per_row) if self._global_normalizer else None
         loss, diagnostics = bicot_grpo_loss(
             logp,
-            rollout.old_logp,
-            rollout.ref_logp,
-            rollout.advantages,
+            record.old_logp,
+            record.ref_logp,
+            record.advantages,
             mask,
             beta=s.beta,
             clip_eps_low=s.clip_eps_low,
@@ -437,18 +347,35 @@ class BiCoTGRPOModule(L.LightningModule):
             diagnostics["pg_loss"] = diagnostics["pg_loss"] * constant / own
             loss = loss - loss.detach() + shown  # value: own aggregate; gradient: total / constant
         diagnostics["tokens"] = mask.detach().float().sum()
-        diagnostics.update(self.logp_gaps(rollout, logp))
+        diagnostics.update(self.logp_gaps(record, logp))
         return loss, diagnostics
 
     @torch.no_grad()
-    def prepare(self, rollout: Rollout) -> None:
-        """Log-probs fixed for the whole rollout: the reference's, and the rollout policy's
-        when the rollout is reused for several updates (``num_iterations > 1``)."""
-        with _timed(rollout.timings, "ref_logprobs"):
-            if self.reference is not None and self.settings.beta > 0:
-                rollout.ref_logp, _ = self.sequence_logprobs(rollout, self.reference)
-            if self.settings.num_iterations > 1:
-                rollout.old_logp, _ = self.sequence_logprobs(rollout, self.policy)
+    def fixed_logprobs(self, rollout: Rollout) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Log-probs fixed for the whole rollout: ``(old_logp, ref_logp)``. The rollout policy's
+        only when the rollout is reused for several updates (``num_iterations > 1``), the
+        reference's only with a KL term (``beta > 0``)."""
+        old_logp = ref_logp = None
+        if self.reference is not None and self.settings.beta > 0:
+            ref_logp, _ = self.sequence_logprobs(rollout, self.reference)
+        if self.settings.num_iterations > 1:
+            old_logp, _ = self.sequence_logprobs(rollout, self.policy)
+        return old_logp, ref_logp
+
+    def step_record(self, rollout: Rollout, rewards: RewardOutput | None = None) -> StepRecord:
+        """Score ``rollout`` (unless ``rewards`` are given), normalise, fix its log-probs: every
+        phase timed (``timing/reward``, ``timing/ref_logprobs``)."""
+        timings = dict(rollout.timings)
+        if rewards is None:
+            if rollout.rewards is None:  # not already scored while generating (reward.async)
+                with _timed(timings, "reward"):
+                    rewards = self.score(rollout)
+            else:
+                rewards = rollout.rewards
+        advantages = self.advantages(rewards)
+        with _timed(timings, "ref_logprobs"):
+            old_logp, ref_logp = self.fixed_logprobs(rollout)
+        return StepRecord(rollout, rewards, advantages, old_logp=old_logp, ref_logp=ref_logp, timings=timings)
 
     # ----------------------------------------------------------- lightning loop
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
@@ -469,8 +396,8 @@ class BiCoTGRPOModule(L.LightningModule):
         depend on the rank or the micro-batch that draws it (0 outside a Trainer)."""
         return self.trainer.global_step if self._trainer is not None else 0
 
-    def rollout_for(self, batch: list[PromptRecord]) -> tuple[Rollout, bool]:
-        """The rollout of ``batch`` and whether it was sampled now.
+    def rollout_for(self, batch: list[PromptRecord]) -> tuple[StepRecord, bool]:
+        """The step record of ``batch``'s rollout and whether it was sampled now.
 
         A batch is sampled, scored and given its fixed log-probs on its first serving. The data
         loader serves each batch ``num_iterations`` times (``t2ir1.data.repeat``: a
@@ -485,21 +412,28 @@ class BiCoTGRPOModule(L.LightningModule):
                 f"(got a {type(batch).__name__} that is not a RepeatedBatch of {repeats}); train through "
                 "t2ir1.train.run, or wrap the datamodule in t2ir1.lit.checkpointing.ResumableData(dm, repeats=...)"
             )
-        rollout = self._pending_rollouts.get(identity) if repeat else None
-        fresh = rollout is None
+        record = self._pending_rollouts.get(identity) if repeat else None
+        fresh = record is None
         if fresh:
             rollout = self.rollout(batch, step=self._sampling_step())
-            self.score(rollout)
             if self.settings.filter_groups:
                 rollout = self.keep_informative_groups(rollout)
-            self.advantages(rollout)
-            self.prepare(rollout)
+            record = self.step_record(rollout)
         if identity is not None:
             if repeat + 1 < repeats:
-                self._pending_rollouts[identity] = rollout
+                self._pending_rollouts[identity] = record
             else:
                 self._pending_rollouts.pop(identity, None)
-        return rollout, fresh
+        return record, fresh
+
+    def _scored(self, rollout: Rollout) -> Rollout:
+        """``rollout`` with its rewards (scored now unless scored while generating), timed as ``reward``."""
+        if rollout.rewards is not None:
+            return rollout
+        timings = dict(rollout.timings)
+        with _timed(timings, "reward"):
+            rewards = self.score(rollout)
+        return dataclasses.replace(rollout, rewards=rewards, timings=timings)
 
     def keep_informative_groups(self, rollout: Rollout) -> Rollout:
         """Dynamic sampling (``algo.filter_groups``): drop zero-std groups, refill with the next
@@ -510,18 +444,15 @@ class BiCoTGRPOModule(L.LightningModule):
         next_prompts = getattr(loader, "next_refill", lambda: None)
 
         def sample(records: list[PromptRecord]) -> Rollout:
-            more = self.rollout(records, step=step)
-            self.score(more)
-            return more
+            return self._scored(self.rollout(records, step=step))
 
         def any_rank_short(short: int) -> int:
             return int(self._all_reduce_sum(torch.tensor(float(max(short, 0)), device=self.device)).item())
 
         kept, stats = fill_informative_groups(
-            rollout, sample, next_prompts, self.settings.samples_per_prompt, self.settings.max_gen_rounds,
+            self._scored(rollout), sample, next_prompts, self.settings.samples_per_prompt, self.settings.max_gen_rounds,
             self.policy.pad_id, any_rank_short,
         )
-        kept.filtering = stats
         if stats.bound_reached and not self._warned_short_batch:
             self._warned_short_batch = True
             log.warning(
@@ -532,17 +463,17 @@ class BiCoTGRPOModule(L.LightningModule):
                 stats.groups_kept, len(rollout.records) // self.settings.samples_per_prompt, stats.rounds,
                 self.settings.max_gen_rounds,
             )
-        return kept
+        return dataclasses.replace(kept, filtering=stats)
 
-    def training_step(self, batch: list[PromptRecord], batch_idx: int) -> torch.Tensor:
-        rollout, fresh = self.rollout_for(batch)
+    def training_step(self, batch: list[PromptRecord], batch_idx: int) -> dict[str, Any]:
+        """The loss, and the step record for the callbacks (``outputs["record"]`` in ``on_train_batch_end``)."""
+        record, fresh = self.rollout_for(batch)
         if fresh:
-            self._step_timings.update(rollout.timings)
+            self._step_timings.update(record.timings)
         with _timed(self._step_timings, "update"):
-            loss, diagnostics = self.update(rollout)
-        self.last_rollout = rollout
-        self._log_step(rollout, loss, diagnostics, batch_size=len(batch))
-        return loss
+            loss, diagnostics = self.update(record)
+        self._log_step(record, loss, diagnostics, batch_size=len(batch))
+        return {"loss": loss, "record": record}
 
     # ------------------------------------------------------- step timing, normaliser
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
@@ -579,11 +510,11 @@ class BiCoTGRPOModule(L.LightningModule):
         correction, clipping, the optimiser step) appears on the micro-batch that stepped;
         ``timing/step`` runs from batch start to here, callbacks' batch-end work included."""
         now = _clock()
-        if "step" not in self._clocks or self.last_rollout is None:
+        rollout = outputs.get("record") if isinstance(outputs, Mapping) else None
+        if "step" not in self._clocks or rollout is None:
             return
         step_seconds = now - self._clocks.pop("step")
         self._step_timings["step"] = step_seconds
-        rollout = self.last_rollout
         images = float(len(rollout.records))
         image_tokens = float(rollout.image_tokens.numel())
         rates = {"perf/images_per_s": images / step_seconds, "perf/image_tokens_per_s": image_tokens / step_seconds}
@@ -597,7 +528,7 @@ class BiCoTGRPOModule(L.LightningModule):
         for key, rate in rates.items():
             self.log(key, rate, reduce_fx="sum", **log_kw)
 
-    def _log_step(self, rollout: Rollout, loss, diagnostics, batch_size: int) -> None:
+    def _log_step(self, rollout: StepRecord, loss, diagnostics, batch_size: int) -> None:
         """Log this step's metrics as means over every rank's items (``t2ir1.scale.metrics``).
 
         Each rank's value goes with its weight (its loss denominator for the loss, tokens for
@@ -636,8 +567,9 @@ class BiCoTGRPOModule(L.LightningModule):
         means, weights = weighted_means(pairs, self._all_reduce_sum, device=device)
         means["adv/std"] = pooled_std(means.pop("adv/mean"), means.pop("adv/square_mean"), weights["adv/mean"])
         log_kw = {"on_step": True, "on_epoch": False, "batch_size": batch_size}
-        if rollout.filtering is not None:  # group counts summed over ranks, rounds the most of any rank
-            for key, value in rollout.filtering.as_metrics().items():
+        filtering = rollout.rollout.filtering
+        if filtering is not None:  # group counts summed over ranks, rounds the most of any rank
+            for key, value in filtering.as_metrics().items():
                 reduce = "max" if key in ("filter/rounds", "filter/bound_reached") else "sum"
                 self.log(key, value, sync_dist=True, reduce_fx=reduce, **log_kw)
         for key, value in means.items():

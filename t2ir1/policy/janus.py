@@ -19,12 +19,11 @@ from PIL import Image
 from torch import nn
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
+from t2ir1.dtypes import dtype_named
 from t2ir1.policy import logprobs as lp
 from t2ir1.policy.prompts import image_prompt, semantic_prompt
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # Sub-modules of JanusModel that are never trained.
 FROZEN_PARTS = ("vision_model", "aligner", "vqmodel", "generation_embeddings", "generation_aligner", "generation_head")
@@ -59,11 +58,7 @@ def describe_load_error(error: BaseException) -> str:
 
 
 def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"model.dtype={dtype!r} is not supported; use one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    return dtype_named(dtype, "model.dtype")
 
 
 class ReferenceModel(nn.Module):
@@ -99,7 +94,7 @@ class ReferenceModel(nn.Module):
         return self._policy.language_model.get_input_embeddings() if self.reads_policy_embeddings else None
 
     @torch.no_grad()
-    def text_logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits=1 << 21):
+    def text_logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits=lp.LOGPROB_CHUNK_LOGITS):
         return lp.text_logprobs(
             self.language_model,
             self.lm_head,
@@ -112,7 +107,7 @@ class ReferenceModel(nn.Module):
         )
 
     @torch.no_grad()
-    def image_logprobs(self, prompt_ids, prompt_mask, image_tokens, chunk_logits=1 << 21, position_ids=None):
+    def image_logprobs(self, prompt_ids, prompt_mask, image_tokens, chunk_logits=lp.LOGPROB_CHUNK_LOGITS, position_ids=None):
         policy = self._policy
         return lp.image_logprobs(
             self.language_model,
@@ -125,6 +120,24 @@ class ReferenceModel(nn.Module):
             position_ids=position_ids,
             embed=self._text_embedding(),
         )
+
+    @torch.no_grad()
+    def sequence_logprobs(
+        self, generation, levels: Sequence[str], images_per_cot: int, chunk_logits: int = lp.LOGPROB_CHUNK_LOGITS
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same contract as :meth:`JanusPolicy.sequence_logprobs`, without gradients."""
+        return _sequence_logprobs(self, generation, levels, images_per_cot, chunk_logits)
+
+
+def _sequence_logprobs(model, generation, levels, images_per_cot, chunk_logits):
+    """BiCoT rows of ``generation`` through ``model``'s own ``text_logprobs`` / ``image_logprobs``."""
+    return lp.bicot_logprobs(
+        generation,
+        levels,
+        images_per_cot,
+        text_fn=lambda *text: model.text_logprobs(*text, chunk_logits=chunk_logits),
+        image_fn=lambda *image, **positions: model.image_logprobs(*image, chunk_logits=chunk_logits, **positions),
+    )
 
 
 class AdapterFreeReference(ReferenceModel):
@@ -386,6 +399,36 @@ class JanusPolicy(nn.Module):
     def embed_image_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
         """VQ codes ``[N, T]`` -> input embeddings ``[N, T, H]`` (generation embeddings + aligner)."""
         return self.model.prepare_embeddings_for_image_generation(image_tokens)
+
+    # ---------------------------------------------------------------- log-probs
+    # The reference (ReferenceModel) has the same three methods: the training step calls them
+    # without knowing which of the two it holds.
+    def text_logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits=lp.LOGPROB_CHUNK_LOGITS):
+        """Semantic-CoT log-probs ``[N, C]`` (differentiable): :func:`t2ir1.policy.logprobs.text_logprobs`."""
+        return lp.text_logprobs(
+            self.language_model, self.lm_head, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits
+        )
+
+    def image_logprobs(self, prompt_ids, prompt_mask, image_tokens, chunk_logits=lp.LOGPROB_CHUNK_LOGITS, position_ids=None):
+        """Image-token log-probs ``[N, T]`` (differentiable): :func:`t2ir1.policy.logprobs.image_logprobs`
+        (``position_ids``: explicit image-prompt positions, ``algo.prompt_quirks``)."""
+        return lp.image_logprobs(
+            self.language_model,
+            self.generation_head,
+            self.embed_image_tokens,
+            prompt_ids,
+            prompt_mask,
+            image_tokens,
+            chunk_logits,
+            position_ids=position_ids,
+        )
+
+    def sequence_logprobs(
+        self, generation, levels: Sequence[str], images_per_cot: int, chunk_logits: int = lp.LOGPROB_CHUNK_LOGITS
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and mask ``[N, C + T_img]`` of a generated batch's trained levels
+        (:func:`t2ir1.policy.logprobs.bicot_logprobs`: text tokens first, each CoT repeated for its images)."""
+        return _sequence_logprobs(self, generation, levels, images_per_cot, chunk_logits)
 
     # ---------------------------------------------------------------- prompts
     def _encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

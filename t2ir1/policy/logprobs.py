@@ -9,11 +9,19 @@ exist at a time, in the forward and in the recomputation of the backward.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+if TYPE_CHECKING:
+    from t2ir1.rollout.engine import Generation
+
+# Logits held at once when a head runs chunk by chunk (``algo.logprob_chunk_logits``'s default):
+# 2M floats = 8 MiB in float32, e.g. 20 positions of Janus-Pro's 102,400-token text head.
+LOGPROB_CHUNK_LOGITS = 1 << 21
 
 
 def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -80,7 +88,7 @@ def text_logprobs(
     prompt_mask: torch.Tensor,
     completion_ids: torch.Tensor,
     completion_mask: torch.Tensor,
-    chunk_logits: int = 1 << 21,
+    chunk_logits: int = LOGPROB_CHUNK_LOGITS,
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Log-probs of the semantic-CoT tokens under ``language_model`` + ``lm_head``.
@@ -118,7 +126,7 @@ def image_logprobs(
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     image_tokens: torch.Tensor,
-    chunk_logits: int = 1 << 21,
+    chunk_logits: int = LOGPROB_CHUNK_LOGITS,
     position_ids: torch.Tensor | None = None,
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
@@ -159,3 +167,55 @@ def image_logprobs(
     hidden = out.last_hidden_state[:, n_prompt - 1 : n_prompt - 1 + n_image]  # [N, T, H]
     chunk = positions_per_chunk(chunk_logits, generation_head.vision_head.out_features)
     return selective_logprobs(hidden, image_tokens, generation_head, chunk)
+
+
+def bicot_logprobs(
+    generation: Generation,
+    levels: Sequence[str],
+    images_per_cot: int,
+    text_fn: Callable[..., torch.Tensor],
+    image_fn: Callable[..., torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and mask of one generated batch's BiCoT rows: text tokens first, then image tokens.
+
+    The generation holds ``B*G`` semantic rows (prompt + CoT) and ``N = B*G*k`` image rows, the
+    ``k = images_per_cot`` images of one CoT adjacent. Each image row carries its CoT's text
+    tokens (``repeat_interleave`` by ``k``), so that row ``i`` is one sample of both levels
+    (REFERENCE §2: the loss sums over semantic and token log-probs of a sample).
+
+    Args:
+        generation: the engine's output (``t2ir1.rollout.engine.Generation``).
+        levels: the trained levels, a non-empty subset of ``("semantic", "token")``.
+        images_per_cot: ``k``.
+        text_fn: ``(prompt_ids, prompt_mask, completion_ids, completion_mask) -> [N, C]``.
+        image_fn: ``(prompt_ids, prompt_mask, image_tokens, position_ids=None) -> [N, T_img]``
+            (``position_ids``: the generation's explicit image-prompt positions, or None).
+    Returns:
+        ``logp`` and ``mask``, both ``[N, C + T_img]`` (``C`` only with ``semantic``, ``T_img``
+        only with ``token``); image positions are never masked (REFERENCE §5b).
+    """
+    parts, masks = [], []
+    if "semantic" in levels:
+        if not generation.has_cot:
+            raise ValueError("levels include 'semantic' but the generation sampled no semantic CoT (use_cot=False)")
+        prompt_ids, prompt_mask, completion_ids, completion_mask = (
+            t.repeat_interleave(images_per_cot, dim=0)  # [B*G, .] -> [N, .]
+            for t in (
+                generation.semantic_prompt_ids,
+                generation.semantic_prompt_mask,
+                generation.completion_ids,
+                generation.completion_mask,
+            )
+        )
+        parts.append(text_fn(prompt_ids, prompt_mask, completion_ids, completion_mask))  # [N, C]
+        masks.append(completion_mask)
+    if "token" in levels:
+        # explicit positions of the original's right-padded layout (algo.prompt_quirks), else None
+        positions = getattr(generation, "image_prompt_positions", None)
+        parts.append(
+            image_fn(generation.image_prompt_ids, generation.image_prompt_mask, generation.image_tokens, position_ids=positions)
+        )
+        masks.append(torch.ones_like(generation.image_tokens))  # [N, T_img]
+    if not parts:
+        raise ValueError(f"levels={list(levels)} names no level; use a non-empty subset of ['semantic', 'token']")
+    return torch.cat(parts, dim=1), torch.cat(masks, dim=1)

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from t2ir1.data.records import PromptRecord
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from t2ir1.dtypes import DTYPES
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -24,7 +24,11 @@ class RewardOutput:
     Attributes:
         name: who scored.
         scores: ``[B]`` float32 on CPU; NaN where a sample could not be scored.
-        extras: member-specific details (verdicts, per-member scores ...).
+        extras: member-specific details (per-member scores, detections ...), for logs and debugging.
+        verdicts: per-sample yes/no judgements ``[B]`` bool by name (a ShapeWorld member's
+            ``correct``); the ensemble prefixes them with the member's key
+            (``shapeworld/correct``). The public route for callbacks: they read verdicts, never
+            a member's extras.
         valid: ``[B]`` bool, False for samples that could not be scored (set by the ensemble
             under ``nan_policy=drop``; their score is NaN, they take no part in their group's
             baseline and get advantage 0); ``None`` means every sample was scored.
@@ -34,6 +38,7 @@ class RewardOutput:
     scores: torch.Tensor
     extras: dict[str, Any] = field(default_factory=dict)
     valid: torch.Tensor | None = None
+    verdicts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -37,7 +37,7 @@ class RewardEnsemble:
 
     ``extras``: ``raw`` and ``weighted`` (member name -> ``[B]``), ``dropped`` (member name ->
     ``[B]`` bool, the samples that member could not score) and ``members`` (each member's own
-    extras). ``valid``: ``[B]`` bool, False where any member could not score the sample.
+    extras). ``verdicts``: every member's verdicts as ``<member>/<verdict>``. ``valid``: ``[B]`` bool, False where any member could not score the sample.
     """
 
     def __init__(
@@ -97,6 +97,7 @@ class RewardEnsemble:
         weighted: dict[str, torch.Tensor] = {}
         dropped: dict[str, torch.Tensor] = {}
         member_extras: dict[str, Any] = {}
+        verdicts: dict[str, torch.Tensor] = {}
         for key, member in self.members.items():
             output = member(records, images)
             scores = output.scores.detach().float().cpu()
@@ -120,7 +121,8 @@ class RewardEnsemble:
             dropped[key] = unscorable
             total += torch.where(unscorable, torch.zeros_like(term), term)
             member_extras[key] = output.extras
+            verdicts.update({f"{key}/{name}": verdict for name, verdict in output.verdicts.items()})
         valid = ~torch.stack(list(dropped.values())).any(dim=0)  # [B]
         total = torch.where(valid, total, torch.full_like(total, float("nan")))
         extras = {"raw": raw, "weighted": weighted, "dropped": dropped, "members": member_extras}
-        return RewardOutput(self.name, total, extras, valid=valid)
+        return RewardOutput(self.name, total, extras, valid=valid, verdicts=verdicts)

@@ -35,12 +35,10 @@ from PIL import Image
 from t2ir1.data.records import PromptRecord
 from t2ir1.rewards._common import (
     check_inputs,
-    load_frozen,
-    micro_batches,
-    not_setup_error,
 )
 from t2ir1.rewards.base import RewardOutput
 from t2ir1.rewards.compositional import Detection, compositional_score
+from t2ir1.rewards.frozen import FrozenModel
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +103,7 @@ def positive_map(spans: list[list[tuple[int, int]]], offsets: torch.Tensor, leng
     return result / result.sum(dim=1, keepdim=True).clamp(min=1e-6)
 
 
-class GroundingDinoReward:
+class GroundingDinoReward(FrozenModel):
     """Compositional score from GroundingDINO detections; ``[B]`` float32 in ``[0, 1]``.
 
     Args:
@@ -133,8 +131,7 @@ class GroundingDinoReward:
         local_files_only: bool = False,
         name: str = "gdino",
     ) -> None:
-        self.name = name
-        self.model_path = model_path
+        super().__init__(name, model_path, dtype, micro_batch_size, local_files_only)
         self.box_threshold = box_threshold
         self.rule_kwargs = {
             "iou_threshold": iou_threshold,
@@ -145,23 +142,15 @@ class GroundingDinoReward:
             "reference_quirks": reference_quirks,
         }
         self.reference_quirks = reference_quirks
-        self.dtype_name = dtype
-        self.micro_batch_size = micro_batch_size
-        self.local_files_only = local_files_only
-        self.model = None
 
-    def setup(self, device: torch.device | str = "cpu") -> None:
-        """Load the detector and its processor (fast tokenizer required for offsets); freeze."""
-        from transformers import GroundingDinoForObjectDetection
+    model_class = "GroundingDinoForObjectDetection"
 
-        self.processor, self.model, self.device, self.dtype = load_frozen(
-            self.name, GroundingDinoForObjectDetection, self.model_path, self.dtype_name, device, self.local_files_only
-        )
+    def on_load(self) -> None:
+        """The processor needs a fast tokenizer (character offsets of the phrases)."""
         if not getattr(self.processor.tokenizer, "is_fast", False):
             raise ValueError(
                 f"{self.name}: {self.model_path} has no fast tokenizer; character offsets need one"
             )
-        log.info("%s: loaded %s on %s (%s)", self.name, self.model_path, self.device, self.dtype)
 
     @torch.inference_mode()
     def detect(
@@ -209,13 +198,12 @@ class GroundingDinoReward:
 
     def __call__(self, records: Sequence[PromptRecord], images: Sequence[Image.Image]) -> RewardOutput:
         """Score ``images[i]`` against ``records[i]``; returns ``[B]`` float32 on CPU."""
-        if self.model is None:
-            raise not_setup_error(self.name)
+        self.ready()
         check_inputs(self.name, records, images)
         scores = torch.ones(len(records), dtype=torch.float32)
         detections: dict[int, list[Detection]] = {}
         with_nouns = [i for i, r in enumerate(records) if r.nouns]
-        for chunk in micro_batches(len(with_nouns), self.micro_batch_size):
+        for chunk in self.chunks(len(with_nouns)):
             by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
             for i in with_nouns[chunk]:
                 by_size[images[i].size].append(i)

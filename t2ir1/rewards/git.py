@@ -30,15 +30,13 @@ from PIL import Image
 from t2ir1.data.records import PromptRecord
 from t2ir1.rewards._common import (
     check_inputs,
-    load_frozen,
-    micro_batches,
     normalise,
-    not_setup_error,
     resize_bicubic,
     single_token_ids,
     uint8_groups,
 )
 from t2ir1.rewards.base import RewardOutput
+from t2ir1.rewards.frozen import FrozenModel
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +65,7 @@ def resize_shortest_and_crop(
     return out
 
 
-class GitVQAReward:
+class GitVQAReward(FrozenModel):
     """GIT-large-VQAv2 yes-probability per phrase, averaged; ``[B]`` float32 in ``[0, 1]``.
 
     Args:
@@ -90,29 +88,19 @@ class GitVQAReward:
         local_files_only: bool = False,
         name: str = "git",
     ) -> None:
-        self.name = name
-        self.model_path = model_path
+        super().__init__(name, model_path, dtype, micro_batch_size, local_files_only)
         self.question_template = question_template
         self.yes_token, self.no_token = yes_token, no_token
         self.zero_task_types = tuple(zero_task_types)
-        self.dtype_name = dtype
-        self.micro_batch_size = micro_batch_size
-        self.local_files_only = local_files_only
-        self.model = None
 
-    def setup(self, device: torch.device | str = "cpu") -> None:
-        """Load ``GitForCausalLM`` and its processor from ``model_path``; freeze."""
-        from transformers import GitForCausalLM
+    model_class = "GitForCausalLM"
 
-        self.processor, self.model, self.device, self.dtype = load_frozen(
-            self.name, GitForCausalLM, self.model_path, self.dtype_name, device, self.local_files_only
-        )
+    def on_load(self) -> None:
         tokenizer = self.processor.tokenizer
         self.answer_ids = single_token_ids(tokenizer, (self.yes_token, self.no_token), self.name, self.model_path)
         self._tensor_preprocessing = self._clip_settings(self.processor.image_processor)
         if tokenizer.cls_token_id is None:
             raise ValueError(f"{self.name}: the tokenizer of {self.model_path} has no CLS token")
-        log.info("%s: loaded %s on %s (%s)", self.name, self.model_path, self.device, self.dtype)
 
     def _clip_settings(self, image_processor) -> dict | None:
         """The processor's settings when it is the usual CLIP pipeline the tensor path reproduces, else None."""
@@ -182,8 +170,7 @@ class GitVQAReward:
     @torch.inference_mode()
     def __call__(self, records: Sequence[PromptRecord], images: Sequence[Image.Image]) -> RewardOutput:
         """Score ``images[i]`` against the phrases of ``records[i]``; returns ``[B]`` float32 on CPU."""
-        if self.model is None:
-            raise not_setup_error(self.name)
+        self.ready()
         check_inputs(self.name, records, images)
         scores = torch.ones(len(records), dtype=torch.float32)
         asked = [
@@ -193,7 +180,7 @@ class GitVQAReward:
             if record.task_type in self.zero_task_types:
                 scores[i] = 0.0
         pad_id = self.processor.tokenizer.pad_token_id or 0
-        for chunk in micro_batches(len(asked), self.micro_batch_size):
+        for chunk in self.chunks(len(asked)):
             rows = asked[chunk]
             pixel_values = self.preprocess([images[i] for i in rows]).to(
                 self.device, self.dtype

@@ -19,22 +19,21 @@ import torch
 from PIL import Image
 
 from t2ir1.data.records import PromptRecord
+from t2ir1.dtypes import DTYPES, LOW_PRECISION
 from t2ir1.rewards._common import (
-    check_inputs,
     check_local_path,
     freeze,
-    micro_batches,
     normalise,
-    not_setup_error,
     resize_bicubic,
     resolve_dtype,
     uint8_groups,
 )
 from t2ir1.rewards.base import RewardOutput
+from t2ir1.rewards.frozen import FrozenModel
 
 log = logging.getLogger(__name__)
 
-AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+AUTOCAST_DTYPES = {name: DTYPES[name] for name in LOW_PRECISION}
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -69,7 +68,7 @@ def resize_longest_and_pad(images: Sequence[Image.Image], size: int) -> torch.Te
     return canvas
 
 
-class HPSReward:
+class HPSReward(FrozenModel):
     """HPS v2.1 score of each (prompt, image) pair; ``[B]`` float32 (cosine, in ``[-1, 1]``, ~0.2-0.35 in practice).
 
     Args:
@@ -102,22 +101,21 @@ class HPSReward:
             raise ValueError(
                 f"{name}: autocast {autocast!r} is unknown; expected null or one of {', '.join(AUTOCAST_DTYPES)}"
             )
+        super().__init__(name, checkpoint, dtype, micro_batch_size, local_files_only=True)
         self.autocast = autocast
-        self.name = name
         self.checkpoint = checkpoint
         self.arch = arch
         self.model_config_path = model_config_path
         self.context_length = context_length
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
-        self.dtype_name = dtype
-        self.micro_batch_size = micro_batch_size
-        self.model: torch.nn.Module | None = None
 
     def setup(self, device: torch.device | str = "cpu") -> None:
-        """Build ``arch`` with open_clip (no pretrained download), load the HPS state dict, freeze."""
+        """Build ``arch`` with open_clip (no pretrained download), load the HPS state dict, freeze (once)."""
         import open_clip
 
+        if self.model is not None:
+            return
         self.device = torch.device(device)
         self.dtype = resolve_dtype(self.dtype_name, self.device)
         if self.model_config_path is not None:
@@ -155,22 +153,19 @@ class HPSReward:
     @torch.inference_mode()
     def __call__(self, records: Sequence[PromptRecord], images: Sequence[Image.Image]) -> RewardOutput:
         """Score ``images[i]`` against ``records[i].prompt``; returns ``[B]`` float32 on CPU."""
-        if self.model is None:
-            raise not_setup_error(self.name)
-        check_inputs(self.name, records, images)
-        scores = torch.zeros(len(records), dtype=torch.float32)
-        for chunk in micro_batches(len(records), self.micro_batch_size):
-            pixels = self.preprocess(images[chunk]).to(self.device, self.dtype)  # [b, 3, S, S]
-            # GRPO scores G images per prompt: encode each distinct prompt once
-            prompts = [r.prompt for r in records[chunk]]
-            position = {prompt: index for index, prompt in enumerate(dict.fromkeys(prompts))}
-            unique = list(position)
-            prompt_index = torch.tensor([position[p] for p in prompts], device=self.device)  # [b]
-            tokens = self.tokenizer(unique).to(self.device)  # [u, 77]
-            with torch.autocast(
-                self.device.type, dtype=AUTOCAST_DTYPES.get(self.autocast), enabled=self.autocast is not None
-            ):
-                image_features = self.model.encode_image(pixels, normalize=True)  # [b, D]
-                text_features = self.model.encode_text(tokens, normalize=True)[prompt_index]  # [u, D] -> [b, D]
-            scores[chunk] = (image_features.float() * text_features.float()).sum(dim=-1).cpu()
-        return RewardOutput(self.name, scores)
+        return RewardOutput(self.name, self.score_images(records, images, self._score_chunk))
+
+    def _score_chunk(self, records: Sequence[PromptRecord], pixels: torch.Tensor) -> torch.Tensor:
+        """``[b]`` cosine of each image and its prompt; ``pixels`` ``[b, 3, S, S]``."""
+        # GRPO scores G images per prompt: encode each distinct prompt once
+        prompts = [r.prompt for r in records]
+        position = {prompt: index for index, prompt in enumerate(dict.fromkeys(prompts))}
+        unique = list(position)
+        prompt_index = torch.tensor([position[p] for p in prompts], device=self.device)  # [b]
+        tokens = self.tokenizer(unique).to(self.device)  # [u, 77]
+        with torch.autocast(
+            self.device.type, dtype=AUTOCAST_DTYPES.get(self.autocast), enabled=self.autocast is not None
+        ):
+            image_features = self.model.encode_image(pixels, normalize=True)  # [b, D]
+            text_features = self.model.encode_text(tokens, normalize=True)[prompt_index]  # [u, D] -> [b, D]
+        return (image_features.float() * text_features.float()).sum(dim=-1)

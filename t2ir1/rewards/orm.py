@@ -37,18 +37,16 @@ from PIL import Image
 
 from t2ir1.data.records import PromptRecord
 from t2ir1.rewards._common import (
-    check_inputs,
     check_local_path,
     freeze,
-    micro_batches,
     normalise,
-    not_setup_error,
     resize_bicubic,
     resolve_dtype,
     single_token_ids,
     uint8_groups,
 )
 from t2ir1.rewards.base import RewardOutput
+from t2ir1.rewards.frozen import FrozenModel
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +89,7 @@ def pad_and_resize(images: Sequence[Image.Image], fill: Sequence[int], size: int
     return out
 
 
-class OutcomeRewardModel:
+class OutcomeRewardModel(FrozenModel):
     """LLaVA-OneVision yes-probability for "does this image represent the prompt"; ``[B]`` in ``[0, 1]``.
 
     Args:
@@ -135,26 +133,23 @@ class OutcomeRewardModel:
             raise ValueError(f"orm: readout {readout!r} is unknown; expected one of {', '.join(READOUTS)}")
         if temperature <= 0:
             raise ValueError(f"orm: temperature must be > 0, got {temperature}")
-        self.name = name
+        super().__init__(name, model_path, dtype, micro_batch_size, local_files_only)
         self.temperature = float(temperature)
         self.readout = readout
         self.sample_top_k = int(sample_top_k)
         self.seed = int(seed)
-        self.model_path = model_path
         self.system_prompt = system_prompt
         self.question_template = question_template
         self.chat_template = chat_template
         self.image_placeholder = image_placeholder
         self.yes_tokens, self.no_tokens = tuple(yes_tokens), tuple(no_tokens)
-        self.dtype_name = dtype
-        self.micro_batch_size = micro_batch_size
-        self.local_files_only = local_files_only
-        self.model = None
 
     def setup(self, device: torch.device | str = "cpu") -> None:
-        """Load the LLaVA-OneVision judge, its tokenizer and image statistics; freeze."""
+        """Load the LLaVA-OneVision judge, its tokenizer and image statistics; freeze (once)."""
         from transformers import AutoImageProcessor, AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
+        if self.model is not None:
+            return
         check_local_path(self.name, self.model_path, "model_path")
         self.device = torch.device(device)
         self.dtype = resolve_dtype(self.dtype_name, self.device)
@@ -215,36 +210,27 @@ class OutcomeRewardModel:
     @torch.inference_mode()
     def __call__(self, records: Sequence[PromptRecord], images: Sequence[Image.Image]) -> RewardOutput:
         """Score ``images[i]`` against ``records[i].prompt``; returns ``[B]`` float32 on CPU."""
+        return RewardOutput(self.name, self.score_images(records, images, self._score_chunk))
+
+    def _score_chunk(self, records: Sequence[PromptRecord], pixels: torch.Tensor) -> torch.Tensor:
+        """``[b]`` readout of the judge's first answer token; ``pixels`` ``[b, 3, S, S]``."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        if self.model is None:
-            raise not_setup_error(self.name)
-        check_inputs(self.name, records, images)
-        scores = torch.zeros(len(records), dtype=torch.float32)
-        for chunk in micro_batches(len(records), self.micro_batch_size):
-            pixels = self.preprocess(images[chunk]).to(self.device, self.dtype)  # [b, 3, S, S]
-            features = self.image_features(pixels)  # [b, N + 1, D]
-            sequences = [self.prompt_ids(r.prompt, features.shape[1]) for r in records[chunk]]
-            lengths = torch.tensor([len(s) for s in sequences])  # [b]
-            input_ids = torch.full(
-                (len(sequences), int(lengths.max())), self.pad_id, dtype=torch.long
-            )  # [b, T]
-            for row, sequence in enumerate(sequences):
-                input_ids[row, : len(sequence)] = torch.tensor(sequence)  # right padding
-            attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()  # [b, T]
-            hidden = self.model.model(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention_mask.to(self.device),
-                mm_encoder_outputs={
-                    "image": BaseModelOutputWithPooling(pooler_output=list(features.unbind(0)))
-                },
-            ).last_hidden_state  # [b, T, H]
-            last = hidden[
-                torch.arange(len(sequences), device=self.device), (lengths - 1).to(self.device)
-            ]  # [b, H]
-            logits = self.model.lm_head(last).float()  # [b, V]
-            scores[chunk] = self.readout_scores(logits).cpu()
-        return RewardOutput(self.name, scores)
+        features = self.image_features(pixels)  # [b, N + 1, D]
+        sequences = [self.prompt_ids(r.prompt, features.shape[1]) for r in records]
+        lengths = torch.tensor([len(s) for s in sequences])  # [b]
+        input_ids = torch.full((len(sequences), int(lengths.max())), self.pad_id, dtype=torch.long)  # [b, T]
+        for row, sequence in enumerate(sequences):
+            input_ids[row, : len(sequence)] = torch.tensor(sequence)  # right padding
+        attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()  # [b, T]
+        hidden = self.model.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=list(features.unbind(0)))},
+        ).last_hidden_state  # [b, T, H]
+        last = hidden[torch.arange(len(sequences), device=self.device), (lengths - 1).to(self.device)]  # [b, H]
+        logits = self.model.lm_head(last).float()  # [b, V]
+        return self.readout_scores(logits)
 
     def readout_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """``[b]`` scores from the first-token logits ``[b, V]`` (float32) by ``self.readout``."""

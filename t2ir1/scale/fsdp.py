@@ -28,22 +28,22 @@ import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 
+from t2ir1.dtypes import DTYPES
+
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 def _dtype(value: str | torch.dtype | None, field: str) -> torch.dtype | None:
     if value is None or isinstance(value, torch.dtype):
         return value
-    if value not in _DTYPES:
+    if value not in DTYPES:
         raise ValueError(
-            f"trainer.strategy.{field}={value!r} is not a dtype; use one of {sorted(_DTYPES)} or null"
+            f"trainer.strategy.{field}={value!r} is not a dtype; use one of {sorted(DTYPES)} or null"
         )
-    return _DTYPES[value]
+    return DTYPES[value]
 
 
 @dataclass(frozen=True)

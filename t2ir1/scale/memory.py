@@ -32,19 +32,15 @@ from dataclasses import dataclass, field
 import torch
 from transformers import JanusConfig, JanusForConditionalGeneration
 
+from t2ir1.policy.janus import FROZEN_PARTS
+from t2ir1.policy.logprobs import LOGPROB_CHUNK_LOGITS
+
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
 
-# Trained vs frozen top-level parts of JanusModel (see t2ir1.policy.janus.FROZEN_PARTS).
-FROZEN = (
-    "vision_model",
-    "aligner",
-    "vqmodel",
-    "generation_embeddings",
-    "generation_aligner",
-    "generation_head",
-)
+# Trained vs frozen top-level parts of JanusModel: the policy's own list.
+FROZEN = FROZEN_PARTS
 
 # Janus-Pro text decoders (LLaMA layout) as published in the checkpoints' config.json.
 PRESETS: dict[str, dict[str, int]] = {
@@ -113,7 +109,7 @@ class StepShape:
     semantic_prompt_tokens: int = 160
     max_cot_tokens: int = 1024
     levels: tuple[str, ...] = ("semantic", "token")
-    logprob_chunk_logits: int = 1 << 21
+    logprob_chunk_logits: int = LOGPROB_CHUNK_LOGITS
     activation_checkpointing: bool = False
     beta: float = 0.01
     rewards: dict[str, tuple[float, int]] = field(default_factory=lambda: dict(REWARD_MEMBERS))
@@ -359,7 +355,7 @@ def shape_from_config(cfg, janus: JanusConfig | None = None) -> StepShape:
         semantic_prompt_tokens=min(defaults.semantic_prompt_tokens, prompt_cap or defaults.semantic_prompt_tokens),
         max_cot_tokens=int(algo.get("max_new_tokens", 1024)),
         levels=tuple(algo.get("levels", ("semantic", "token"))),
-        logprob_chunk_logits=int(algo.get("logprob_chunk_logits", 1 << 21)),
+        logprob_chunk_logits=int(algo.get("logprob_chunk_logits", LOGPROB_CHUNK_LOGITS)),
         activation_checkpointing=bool(fsdp and strategy.get("activation_checkpointing")),
         beta=float(algo.get("beta", 0.01)),
         rewards=_reward_members(resolved.get("reward") or {}),

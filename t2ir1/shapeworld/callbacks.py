@@ -29,6 +29,7 @@ import torch
 
 from t2ir1.data.records import PromptRecord
 from t2ir1.generate import generate_samples
+from t2ir1.lit.callbacks import step_record
 from t2ir1.lit.grid import captioned_grid
 from t2ir1.policy.janus import JanusPolicy
 from t2ir1.rollout.sampling import record_seed
@@ -155,6 +156,8 @@ class HeldoutAccuracyCallback(L.Callback):
         every_n_steps: also evaluate every this many optimiser steps (0: only before and after);
             each result is logged as ``heldout/<category>`` and kept in the JSON's ``history``.
         use_ema: sample from the EMA weights (``algo.ema.decay`` set: the ``EMAWeights`` callback).
+        verdict: the reward verdict (``RewardOutput.verdicts``, ``<member>/<verdict>``) whose mean
+            over each step's samples is the JSON's ``train_correct``.
     """
 
     def __init__(
@@ -176,12 +179,14 @@ class HeldoutAccuracyCallback(L.Callback):
         plot_window: int = 20,
         every_n_steps: int = 0,
         use_ema: bool = False,
+        verdict: str = "shapeworld/correct",
     ):
         if num_prompts < 1:
             raise ValueError(f"HeldoutAccuracyCallback: num_prompts must be >= 1, got {num_prompts}")
         if every_n_steps < 0:
             raise ValueError(f"HeldoutAccuracyCallback: every_n_steps must be >= 0, got {every_n_steps}")
         self.out_dir = Path(out_dir)
+        self.verdict = verdict
         self.records = heldout_records(num_prompts, heldout_seed)
         self.seed = seed
         self.use_cot = use_cot
@@ -276,15 +281,15 @@ class HeldoutAccuracyCallback(L.Callback):
         log.info("held-out accuracy before training (%%):\n%s", format_table(self.before))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        rollout = getattr(pl_module, "last_rollout", None)
-        if rollout is None or rollout.rewards is None:
+        rollout = step_record(outputs)
+        if rollout is None:
             return
         self.steps.append(trainer.global_step)
         # unscorable samples (reward.nan_policy=drop) are NaN: left out of the mean
         self.rewards.append(float(rollout.rewards.scores.float().nanmean()))
-        member = rollout.rewards.extras.get("members", {}).get("shapeworld", {})
-        if "correct" in member:
-            self.train_correct.append(float(member["correct"].float().mean()))
+        correct = rollout.rewards.verdicts.get(self.verdict)
+        if correct is not None:
+            self.train_correct.append(float(correct.float().mean()))
         step = trainer.global_step
         due = self.every_n_steps and step % self.every_n_steps == 0
         # the last step is the "after" evaluation; with gradient accumulation several micro-batches

@@ -208,6 +208,7 @@ class ShapeWorldReward:
                 "num_detections": torch.tensor([len(found) for found in detections], dtype=torch.int64),
                 "detections": detections,
             },
+            verdicts={"correct": torch.tensor(correct, dtype=torch.bool)},
         )
 
     @staticmethod

@@ -112,9 +112,9 @@ def running_server(overrides: Sequence[str], log_path: Path, **kwargs) -> Iterat
 
 def tiny_ensemble_overrides(folder: Path) -> list[str]:
     """``reward=ensemble`` overrides pointing the paper's four members at tiny, random checkpoints
-    (built into ``folder`` by ``t2ir1.rewards.tiny``), in float32 so CPU results are exact."""
+    (built into ``folder`` by ``t2ir1.testing.tiny_rewards``), in float32 so CPU results are exact."""
     from t2ir1.rewards.convert_orm import convert
-    from t2ir1.rewards.tiny import (
+    from t2ir1.testing.tiny_rewards import (
         build_tiny_gdino,
         build_tiny_git,
         build_tiny_hps,

@@ -15,7 +15,7 @@ def judges(tmp_path_factory) -> dict[str, str]:
     """Folders of a tiny CLIP, BLIP VQA, GroundingDINO and Mask2Former (saved with save_pretrained)."""
     from tiny_judges import build_tiny_blip, build_tiny_clip, build_tiny_mask2former
 
-    from t2ir1.rewards.tiny import build_tiny_gdino
+    from t2ir1.testing.tiny_rewards import build_tiny_gdino
 
     folder = tmp_path_factory.mktemp("judges")
     return {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from t2ir1.rewards.tiny import bert_vocab
+from t2ir1.testing.tiny_rewards import bert_vocab
 
 WORDS = [
     "yes", "no", "a", "an", "the", "photo", "of", "and", "red", "blue", "green", "white", "black", "cat", "dog",

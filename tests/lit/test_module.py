@@ -9,8 +9,9 @@ import lightning as L
 import pytest
 import torch
 
+from t2ir1.algos.settings import GRPOSettings
 from t2ir1.data.records import PromptRecord
-from t2ir1.lit.module import BiCoTGRPOModule, GRPOSettings
+from t2ir1.lit.module import BiCoTGRPOModule
 from t2ir1.rewards.base import RewardOutput
 from t2ir1.rewards.ensemble import RewardEnsemble
 
@@ -45,12 +46,9 @@ def make_module(policy, **overrides) -> BiCoTGRPOModule:
 
 
 def one_step(module, records=RECORDS):
-    rollout = module.rollout(records, step=0)
-    module.score(rollout)
-    module.advantages(rollout)
-    module.prepare(rollout)
-    loss, diagnostics = module.update(rollout)
-    return rollout, loss, diagnostics
+    record = module.step_record(module.rollout(records, step=0))
+    loss, diagnostics = module.update(record)
+    return record, loss, diagnostics
 
 
 def test_one_training_step_changes_every_trainable_parameter_and_no_frozen_one(tiny_policy, tmp_path):
@@ -149,7 +147,7 @@ class StepRecorder(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.prompts.append([r.prompt_id for r in batch])
-        self.rollouts.append(pl_module.last_rollout)
+        self.rollouts.append(outputs["record"])
         self.ratios.append(float(trainer.callback_metrics["train/ratio_mean"]))
         grads = {n: p.grad.clone() for n, p in pl_module.policy.named_parameters() if p.grad is not None}
         self.grads.append(grads)
@@ -216,8 +214,7 @@ def test_unscorable_samples_leave_the_baseline_and_get_advantage_zero(tiny_polic
     rows = torch.zeros(8, 1, dtype=torch.long)
     generation = Generation(["a", "b"], 4, 1, [None] * 8, rows, rows + 1, rows, rows.float(), [None] * 8)
     rollout = Rollout([r for r in RECORDS for _ in range(4)], generation)
-    module.score(rollout)
-    advantages = module.advantages(rollout)
+    advantages = module.advantages(module.score(rollout))
     # group 0: valid rewards 1, 3, 5 -> mean 3, unbiased std 2 -> (-2, 0, 2) / 2; the NaN sample gets 0 and does
     # not pull the mean (counted as 0 it would give mean 2.25 and itself -2.25 / std)
     expected0 = [-2.0 / (2.0 + 1e-4), 0.0, 0.0, 2.0 / (2.0 + 1e-4)]
@@ -277,10 +274,8 @@ def test_a_token_level_reward_raises_its_favoured_tokens_probability(tiny_policy
     start = favoured_mass()  # ~0.25 for the near-uniform random model
     for step in range(10):
         rollout = module.rollout(RECORDS, step=step)
-        rollout.rewards = RewardOutput("favoured", torch.isin(rollout.image_tokens, favoured).float().mean(1))
-        module.advantages(rollout)
-        module.prepare(rollout)
-        loss, _ = module.update(rollout)
+        rewards = RewardOutput("favoured", torch.isin(rollout.image_tokens, favoured).float().mean(1))
+        loss, _ = module.update(module.step_record(rollout, rewards=rewards))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

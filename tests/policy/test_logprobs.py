@@ -62,3 +62,68 @@ def test_image_logprobs_equal_the_rollouts_step_by_step_logits(tiny_policy):
         h = tiny_policy.language_model(inputs_embeds=embeds, attention_mask=m, position_ids=positions_from_mask(m)).last_hidden_state[:, -1]
         stepwise.append(torch.log_softmax(tiny_policy.generation_head(h).float(), -1).max(-1).values)
     assert torch.allclose(full, torch.stack(stepwise, 1), atol=1e-5)
+
+
+def _generation(n_prompts=1, group=2, k=3, text_len=4, image_len=5):
+    from t2ir1.rollout.engine import Generation
+
+    rows, texts = n_prompts * group * k, n_prompts * group
+    image = torch.arange(rows * image_len).view(rows, image_len)
+    completion = torch.arange(texts * text_len).view(texts, text_len) + 100
+    completion_mask = torch.ones(texts, text_len, dtype=torch.long)
+    completion_mask[1, 2:] = 0  # the second CoT ended after two tokens
+    return Generation(
+        ["p"] * n_prompts, group, k, ["c"] * rows, image, torch.ones_like(image), image, image.float(), [None] * rows,
+        semantic_prompt_ids=torch.full((texts, 2), 7), semantic_prompt_mask=torch.ones(texts, 2, dtype=torch.long),
+        completion_ids=completion, completion_mask=completion_mask,
+    )
+
+
+def test_bicot_rows_repeat_each_cot_for_its_images_and_put_text_first():
+    from t2ir1.policy.logprobs import bicot_logprobs
+
+    g = _generation()  # 2 CoTs x 3 images = 6 rows; text 4 tokens, image 5 tokens
+    seen = {}
+
+    def text_fn(prompt_ids, prompt_mask, completion_ids, completion_mask):
+        seen["completion"] = completion_ids
+        return completion_ids.float()  # the "log-prob" of a token is its id: rows are traceable
+
+    def image_fn(prompt_ids, prompt_mask, image_tokens):
+        return -image_tokens.float()
+
+    logp, mask = bicot_logprobs(g, ("semantic", "token"), 3, text_fn, image_fn)
+    assert logp.shape == mask.shape == (6, 4 + 5)
+    # rows 0-2 carry CoT 0 (ids 100..103), rows 3-5 CoT 1 (104..107): repeat_interleave, not repeat
+    assert logp[:, :4].tolist() == [[100.0, 101.0, 102.0, 103.0]] * 3 + [[104.0, 105.0, 106.0, 107.0]] * 3
+    assert seen["completion"].shape == (6, 4)
+    assert torch.equal(logp[:, 4:], -g.image_tokens.float())
+    # CoT 1's padding stays masked in its three rows; image tokens are never masked
+    assert mask[:, :4].tolist() == [[1, 1, 1, 1]] * 3 + [[1, 1, 0, 0]] * 3
+    assert mask[:, 4:].all()
+    only_image, image_mask = bicot_logprobs(g, ("token",), 3, text_fn, image_fn)
+    assert torch.equal(only_image, -g.image_tokens.float()) and image_mask.shape == (6, 5)
+    only_text, _ = bicot_logprobs(g, ("semantic",), 3, text_fn, image_fn)
+    assert torch.equal(only_text, logp[:, :4])
+    with pytest.raises(ValueError, match="names no level"):
+        bicot_logprobs(g, (), 3, text_fn, image_fn)
+
+
+def test_policy_and_reference_share_one_log_prob_contract(tiny_policy):
+    """Same method, same call: at initialisation the reference (a frozen copy) gives the policy's
+    values; after the policy moves, they differ, and only the policy's carry gradients."""
+    engine = GenerationEngine(tiny_policy, SamplingOptions(max_new_tokens=5, cfg_weight=1.0))
+    g = engine.generate(["a red cube"], [3], group_size=2, images_per_cot=2, use_cot=True, reasoning_template="Say {}.", system_prompt="S")
+    reference = tiny_policy.make_reference()
+    args = dict(levels=("semantic", "token"), images_per_cot=2, chunk_logits=1 << 12)
+    policy_logp, policy_mask = tiny_policy.sequence_logprobs(g, **args)
+    ref_logp, ref_mask = reference.sequence_logprobs(g, **args)
+    assert policy_logp.requires_grad and not ref_logp.requires_grad
+    assert torch.equal(policy_mask, ref_mask)
+    torch.testing.assert_close(policy_logp.detach(), ref_logp)
+    with torch.no_grad():
+        tiny_policy.lm_head.weight.add_(torch.randn(tiny_policy.lm_head.weight.shape, generator=torch.Generator().manual_seed(0)))
+    moved, _ = tiny_policy.sequence_logprobs(g, **args)
+    text_width = g.completion_ids.shape[1]
+    assert not torch.allclose(moved[:, :text_width].detach(), ref_logp[:, :text_width])
+    torch.testing.assert_close(moved[:, text_width:].detach(), ref_logp[:, text_width:])  # lm_head is text-only

@@ -38,12 +38,9 @@ class BrightnessReward:
 
 
 def one_step(module, records=RECORDS):
-    rollout = module.rollout(records, step=0)
-    module.score(rollout)
-    module.advantages(rollout)
-    module.prepare(rollout)
-    loss, diagnostics = module.update(rollout)
-    return rollout, loss, diagnostics
+    record = module.step_record(module.rollout(records, step=0))
+    loss, diagnostics = module.update(record)
+    return record, loss, diagnostics
 
 
 def lora_policy(tiny_dir, **overrides) -> JanusPolicy:

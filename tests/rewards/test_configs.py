@@ -15,7 +15,7 @@ from t2ir1.rewards.gdino import GroundingDinoReward
 from t2ir1.rewards.git import GitVQAReward
 from t2ir1.rewards.hps import HPSReward
 from t2ir1.rewards.orm import OutcomeRewardModel
-from t2ir1.rewards.tiny import (
+from t2ir1.testing.tiny_rewards import (
     build_tiny_gdino,
     build_tiny_git,
     build_tiny_hps,

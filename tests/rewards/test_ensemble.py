@@ -119,3 +119,18 @@ def test_color_config_instantiates_and_weights_override():
     # all pixels red -> member score 1, weight 0.5
     assert out.scores.tolist() == pytest.approx([0.5])
     assert out.extras["raw"]["color"].tolist() == pytest.approx([1.0])
+
+
+def test_member_verdicts_reach_the_ensemble_output_under_the_member_key():
+    class Judging(FixedReward):
+        def __call__(self, records, images):
+            out = super().__call__(records, images)
+            return RewardOutput(self.name, out.scores, verdicts={"correct": out.scores > 0.5})
+
+    ensemble = RewardEnsemble(
+        {"judge": Judging("judge", [0.9, 0.1]), "plain": FixedReward("plain", [1.0, 1.0])}, {"judge": 1.0, "plain": 1.0}
+    )
+    records = [PromptRecord(prompt="a", task_type="object"), PromptRecord(prompt="b", task_type="object")]
+    out = ensemble(records, [Image.new("RGB", (4, 4))] * 2)
+    assert set(out.verdicts) == {"judge/correct"}  # a member without verdicts adds none
+    assert out.verdicts["judge/correct"].tolist() == [True, False]

@@ -10,7 +10,7 @@ from PIL import Image
 from t2ir1.data.records import PromptRecord, SpatialInfo
 from t2ir1.rewards.compositional import compositional_score
 from t2ir1.rewards.gdino import GroundingDinoReward, detection_label, noun_spans, positive_map
-from t2ir1.rewards.tiny import build_tiny_gdino
+from t2ir1.testing.tiny_rewards import build_tiny_gdino
 
 
 @pytest.fixture(scope="module")

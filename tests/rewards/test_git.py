@@ -7,7 +7,7 @@ import torch
 
 from t2ir1.data.records import PromptRecord
 from t2ir1.rewards.git import GitVQAReward
-from t2ir1.rewards.tiny import build_tiny_git
+from t2ir1.testing.tiny_rewards import build_tiny_git
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from PIL import Image
 open_clip = pytest.importorskip("open_clip")
 
 from t2ir1.rewards.hps import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, HPSReward, resize_longest_and_pad  # noqa: E402
-from t2ir1.rewards.tiny import TINY_HPS_ARCH, build_tiny_hps  # noqa: E402
+from t2ir1.testing.tiny_rewards import TINY_HPS_ARCH, build_tiny_hps  # noqa: E402
 
 
 @pytest.fixture(scope="module")

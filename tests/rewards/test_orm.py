@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from t2ir1.rewards.convert_orm import ConversionError, convert, convert_key, main
 from t2ir1.rewards.orm import OutcomeRewardModel, pad_and_resize, pad_to_square
-from t2ir1.rewards.tiny import build_tiny_llava_next_checkpoint
+from t2ir1.testing.tiny_rewards import build_tiny_llava_next_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +255,26 @@ def test_readout_errors(checkpoints):
         OutcomeRewardModel(model_path=str(checkpoints[1]), readout="greedy")
     with pytest.raises(ValueError, match="temperature must be > 0"):
         OutcomeRewardModel(model_path=str(checkpoints[1]), temperature=0.0)
+
+
+def test_image_features_equal_the_models_public_feature_path(reward, images):
+    """The member's re-stated LLaVA-OneVision feature path (one crop + image_newline) is what
+    transformers' public ``get_image_features`` computes for images that are not tiled (several
+    images per sample: one patch each, then the newline row)."""
+    pixels = reward.preprocess(images[:2])  # [2, 3, S, S]
+    config = reward.model.config
+    size = pixels.shape[-1]
+    with torch.no_grad():
+        public = reward.model.model.get_image_features(
+            pixel_values=pixels,
+            image_sizes=torch.tensor([[size, size]] * 2),
+            vision_feature_layer=config.vision_feature_layer,
+            vision_feature_select_strategy=config.vision_feature_select_strategy,
+            batch_num_images=torch.tensor([2]),
+            output_hidden_states=True,
+        ).pooler_output
+        ours = reward.image_features(pixels)  # [2, N + 1, D]
+    assert len(public) == 2
+    for row, features in enumerate(public):
+        assert features.shape == ours[row].shape
+        torch.testing.assert_close(ours[row], features)

@@ -53,7 +53,7 @@ class Recorder(L.Callback):
         self.served, self.trained, self.metrics, self.rollouts = [], [], [], []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        rollout = pl_module.last_rollout
+        rollout = outputs["record"]
         self.served.append([r.prompt_id for r in batch])
         self.trained.append(list(dict.fromkeys(r.prompt_id for r in rollout.records)))
         self.rollouts.append(rollout)

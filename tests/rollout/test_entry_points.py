@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
+from t2ir1.algos.settings import GRPOSettings
 from t2ir1.data.records import PromptRecord
 from t2ir1.generate import generate_samples
-from t2ir1.lit.module import BiCoTGRPOModule, GRPOSettings
+from t2ir1.lit.module import BiCoTGRPOModule
 from t2ir1.rewards.base import RewardOutput
 from t2ir1.rollout.sampling import prompt_seed
 
@@ -64,11 +65,7 @@ def test_training_rollout_and_generate_draw_the_same_samples(tiny_policy, cfg_we
 
 def test_rollout_log_probs_match_the_training_pass_at_cfg_one(tiny_policy):
     module = make_module(tiny_policy, cfg_weight=1.0)
-    rollout = module.rollout(RECORDS, step=0)
-    module.score(rollout)
-    module.advantages(rollout)
-    module.prepare(rollout)
-    _, diagnostics = module.update(rollout)
+    _, diagnostics = module.update(module.step_record(module.rollout(RECORDS, step=0)))
     # same weights, same distribution: the replay equals the sampler up to float32 rounding
     assert diagnostics["rollout/logp_diff"].item() < 1e-4
     assert diagnostics["rollout/text_logp_diff"].item() < 1e-4
@@ -76,11 +73,7 @@ def test_rollout_log_probs_match_the_training_pass_at_cfg_one(tiny_policy):
 
 def test_log_prob_gap_is_nan_under_guidance_and_shows_a_filtered_cot_sampler(tiny_policy):
     module = make_module(tiny_policy, cfg_weight=5.0, text_top_k=3)
-    rollout = module.rollout(RECORDS, step=0)
-    module.score(rollout)
-    module.advantages(rollout)
-    module.prepare(rollout)
-    _, diagnostics = module.update(rollout)
+    _, diagnostics = module.update(module.step_record(module.rollout(RECORDS, step=0)))
     assert math.isnan(diagnostics["rollout/logp_diff"].item())
     # top-k 3 renormalises over 3 tokens: the untruncated replay gives each token less mass
     # (the original's slightly off-policy CoT, REFERENCE §2.1)
@@ -100,10 +93,7 @@ def test_the_original_image_prompt_layout_is_replayed_in_training_at_cfg_one(tin
     assert g.image_prompt_positions.tolist() == [list(range(width))] * g.num_rows
     padded = g.image_prompt_mask[:, -2] == 0  # rows with pads right before <begin_of_image>: the gap
     assert padded.any() and (g.image_prompt_mask[:, 0] == 1).all()
-    module.score(rollout)
-    module.advantages(rollout)
-    module.prepare(rollout)
-    _, diagnostics = module.update(rollout)
+    _, diagnostics = module.update(module.step_record(rollout))
     assert diagnostics["rollout/logp_diff"].item() < 1e-4
     assert diagnostics["rollout/text_logp_diff"].item() < 1e-4
     # the positions matter: replayed with positions from the mask, the padded rows no longer match

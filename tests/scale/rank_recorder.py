@@ -28,7 +28,7 @@ class RankRecorder(L.Callback):
             handle.write(json.dumps(row) + "\n")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        rollout = pl_module.last_rollout
+        rollout = outputs["record"]
         self._write(
             trainer,
             {

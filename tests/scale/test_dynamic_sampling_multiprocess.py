@@ -25,8 +25,8 @@ class FilterRecorder(L.Callback):
         self.out_dir = Path(out_dir)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        rollout = pl_module.last_rollout
-        stats = rollout.filtering
+        rollout = outputs["record"]
+        stats = rollout.rollout.filtering
         row = {
             "step": trainer.global_step - 1,
             "prompts": list(dict.fromkeys(r.prompt_id for r in rollout.records)),

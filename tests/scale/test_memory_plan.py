@@ -7,9 +7,11 @@ import dataclasses
 
 import pytest
 import torch
+from transformers import JanusConfig
 
 from t2ir1.scale.memory import (
     GIB,
+    PRESETS,
     StepShape,
     compose_train_config,
     cpu_peak_bytes,
@@ -34,11 +36,17 @@ def test_decoder_layer_count_matches_the_llama_formula():
     assert counts["language_model"] == 30 * 202_383_360 + 102_400 * 4096 + 4096
 
 
-def test_one_b_preset_counts_follow_the_llama_formula():
-    # Janus-Pro-1B decoder layer (H 2048, I 5632, n_kv = n_heads): 4 H^2 + 3 H I + 2 H = 16,777,216 + 34,603,008 + 4,096 = 51,384,320
-    counts = parameter_counts(janus_config("janus_pro_1b"))
-    assert counts["decoder_layer"] == 4 * 2048**2 + 3 * 2048 * 5632 + 2 * 2048 == 51_384_320
-    assert counts["language_model"] == 24 * 51_384_320 + 102_400 * 2048 + 2048
+def test_presets_build_the_published_text_decoders():
+    for name, decoder in PRESETS.items():
+        config = janus_config(name)
+        assert isinstance(config, JanusConfig)
+        assert {key: getattr(config.text_config, key) for key in decoder} == decoder, name
+    # Janus-Pro-1B's decoder (DeepSeek-LLM 1.5B), worked by hand from its published config.json:
+    # layer 4 * 2048^2 + 3 * 2048 * 5632 + 2 * 2048 = 51,384,320; x 24 = 1,233,223,680;
+    # + embeddings 102,400 * 2048 = 209,715,200; + final norm 2048 -> 1,442,940,928
+    assert parameter_counts(janus_config("janus_pro_1b"))["language_model"] == 1_442_940_928
+    with pytest.raises(ValueError, match="unknown preset 'janus_pro_3b'"):
+        janus_config("janus_pro_3b")
 
 
 def test_plan_rows_follow_their_formulas():
@@ -156,10 +164,7 @@ def _measured_tiny_step(overrides, cache_dir):
     ]
 
     def step():
-        rollout = module.rollout(records, step=0)
-        module.score(rollout)
-        module.advantages(rollout)
-        module.prepare(rollout)
+        rollout = module.step_record(module.rollout(records, step=0))
         loss, _ = module.update(rollout)
         loss.backward()
         optimizer.step()

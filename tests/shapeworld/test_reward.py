@@ -96,6 +96,8 @@ def test_correct_scene_scores_one_and_wrong_scores_by_hand(reward, category):
     assert output.scores[0].item() == pytest.approx(1.0)
     assert output.scores[1].item() == pytest.approx(expected)
     assert output.extras["correct"].tolist() == [True, False]
+    # the public route callbacks read (RewardOutput.verdicts), the same verdicts
+    assert output.verdicts["correct"].tolist() == [True, False]
 
 
 def test_position_partial_credit(reward):
