@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -89,7 +91,8 @@ def test_bicot_rows_repeat_each_cot_for_its_images_and_put_text_first():
         seen["completion"] = completion_ids
         return completion_ids.float()  # the "log-prob" of a token is its id: rows are traceable
 
-    def image_fn(prompt_ids, prompt_mask, image_tokens):
+    def image_fn(prompt_ids, prompt_mask, image_tokens, position_ids=None):
+        seen["positions"] = position_ids  # the generation's explicit positions (algo.prompt_quirks), else None
         return -image_tokens.float()
 
     logp, mask = bicot_logprobs(g, ("semantic", "token"), 3, text_fn, image_fn)
@@ -105,6 +108,10 @@ def test_bicot_rows_repeat_each_cot_for_its_images_and_put_text_first():
     assert torch.equal(only_image, -g.image_tokens.float()) and image_mask.shape == (6, 5)
     only_text, _ = bicot_logprobs(g, ("semantic",), 3, text_fn, image_fn)
     assert torch.equal(only_text, logp[:, :4])
+    assert seen["positions"] is None
+    positions = torch.arange(g.image_prompt_ids.shape[1]).expand(6, -1)
+    bicot_logprobs(dataclasses.replace(g, image_prompt_positions=positions), ("token",), 3, text_fn, image_fn)
+    assert seen["positions"] is positions
     with pytest.raises(ValueError, match="names no level"):
         bicot_logprobs(g, (), 3, text_fn, image_fn)
 
