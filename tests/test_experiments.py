@@ -16,7 +16,10 @@ from t2ir1.train import run
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 # The paper presets need the four real reward members; tests/test_paper_preset_run.py runs one
 # step of each on tiny random stand-ins of those members.
-STEPPED_ELSEWHERE = {"t2i_r1": "tests/test_paper_preset_run.py", "t2i_r1_paper": "tests/test_paper_preset_run.py"}
+STEPPED_ELSEWHERE = {
+    name: "tests/test_paper_preset_run.py"
+    for name in ("t2i_r1", "t2i_r1_paper", "t2i_r1_80gb", "t2i_r1_40gb", "t2i_r1_1b_80gb", "t2i_r1_1b_40gb")
+}
 SHORT = (
     "trainer=cpu",
     "logger=csv",

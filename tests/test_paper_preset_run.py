@@ -46,14 +46,20 @@ def _pending_keys() -> list[str]:
     return [f"~algo.{key}" for key in ("token_normalizer",) if key not in fields]
 
 
-@pytest.mark.parametrize("experiment", ["t2i_r1_paper", "t2i_r1"])
+# The memory presets (t2i_r1 + FSDP2, activation checkpointing, LoRA, offload) keep their
+# strategy, on one CPU process.
+MEMORY_PRESETS = ("t2i_r1_80gb", "t2i_r1_40gb", "t2i_r1_1b_80gb", "t2i_r1_1b_40gb")
+
+
+@pytest.mark.parametrize("experiment", ["t2i_r1_paper", "t2i_r1", *MEMORY_PRESETS])
 def test_one_step_of_each_preset_on_tiny_stand_ins(experiment, tiny_members, tmp_path, monkeypatch):
     monkeypatch.setenv("T2IR1_CACHE", str(tmp_path / "cache"))
+    trainer = ["trainer.devices=1", "trainer.accelerator=cpu"] if experiment in MEMORY_PRESETS else ["trainer=cpu"]
     cfg = compose_train(
         tmp_path,
         f"experiment={experiment}",
         "model=tiny",
-        "trainer=cpu",
+        *trainer,
         "data=compositional",
         "logger=csv",
         "trainer.max_steps=1",

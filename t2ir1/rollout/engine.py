@@ -313,6 +313,12 @@ class Decoder:
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.groups = self.heads // self.kv_heads
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the decoder layers compute in (their weights' as gathered, or autocast's);
+        hidden states and the KV cache are kept in it."""
+        return _compute_dtype(self.modules[0].self_attn.q_proj.weight)
+
     def fusion_pays(self) -> bool:
         """Whether fused copies of the q/k/v and gate/up weights are worth building at each generation.
 
@@ -455,6 +461,13 @@ def gathered(*modules: torch.nn.Module) -> Iterator[None]:
     finally:
         for unit in units:
             unit.reshard()
+
+
+def _apply(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """``head(hidden)`` in the head's own dtype: under FSDP2 mixed precision the decoder layers
+    compute in ``param_dtype`` while frozen heads outside its units keep theirs (the units'
+    forward hooks, which cast inputs, are bypassed when the layers are called part by part)."""
+    return head(hidden.to(_compute_dtype(next(head.parameters()))))
 
 
 def _compute_dtype(parameter: torch.Tensor) -> torch.dtype:
@@ -680,13 +693,13 @@ class GenerationEngine:
         device = ids.device
         total = length + o.max_new_tokens
         embed = policy.language_model.get_input_embeddings()
-        dtype = _compute_dtype(policy.lm_head.weight)
+        dtype = d.compute_dtype
         cache = d.new_cache(rows, total, dtype, device)
         key_valid = torch.zeros(rows, total, dtype=torch.bool, device=device)  # generated slots open per step
         key_valid[:, :length] = mask.bool()
         positions = positions_from_mask(mask)
         table = d.rotary_table(int(positions.max()) + o.max_new_tokens + 1, dtype, device)
-        out = d.forward(embed(ids), table[positions], cache, 0, _prefill_mask(mask))
+        out = d.forward(embed(ids).to(dtype), table[positions], cache, 0, _prefill_mask(mask))
         last = out[:, -1]  # [B*G, H]
         position = positions[:, -1:]  # [B*G, 1]
         tokens = torch.full((rows, o.max_new_tokens), policy.pad_id, dtype=torch.long, device=device)
@@ -699,7 +712,7 @@ class GenerationEngine:
         if not greedy and generators is not None:
             noise = GumbelNoise(generators, group_size, policy.lm_head.out_features, o.max_new_tokens, device)
         for step in range(o.max_new_tokens):
-            logits = sampling_logits(policy.lm_head(last), o.text_temperature, o.text_top_k, o.text_top_p)
+            logits = sampling_logits(_apply(policy.lm_head, last), o.text_temperature, o.text_top_k, o.text_top_p)
             if noise is not None:
                 step_noise = noise(step)
                 next_token = (logits + (step_noise if active is None else step_noise[active])).argmax(-1)
@@ -725,7 +738,7 @@ class GenerationEngine:
             position = position + 1
             slot = length + step
             key_valid[:, slot] = True
-            out = d.forward(embed(next_token[:, None]), table[position], cache, slot, key_valid[:, None, None, : slot + 1])
+            out = d.forward(embed(next_token[:, None]).to(dtype), table[position], cache, slot, key_valid[:, None, None, : slot + 1])
             last = out[:, -1]
         width = int(lengths.max())
         completion_ids = tokens[:, :width]
@@ -818,14 +831,14 @@ class GenerationEngine:
         rows = ids.shape[0]
         device = ids.device
         embed = policy.language_model.get_input_embeddings()
-        dtype = _compute_dtype(policy.lm_head.weight)
+        dtype = d.compute_dtype
         cache = d.new_cache(rows, total, dtype, device)
         key_valid = torch.zeros(rows, total, dtype=torch.bool, device=device)  # generated slots open per step
         key_valid[:, :length] = mask.bool()
         table = d.rotary_table(int(positions.max()) + n_tokens + 1, dtype, device)
         # the prefill runs once over every slot (short unconditional rows mask their pads); decode
         # steps then read the short rows' keys from slot P - 2 on only
-        out = d.forward(embed(ids), table[positions], cache, 0, _prefill_mask(mask))
+        out = d.forward(embed(ids).to(dtype), table[positions], cache, 0, _prefill_mask(mask))
         last = out[:, -1]
         position = positions[:, -1:]
         image_tokens = torch.empty(n_rows, n_tokens, dtype=torch.long, device=device)
@@ -838,7 +851,7 @@ class GenerationEngine:
         step_fn = self._step_fn()
         slot_tensor = torch.zeros((), dtype=torch.long, device=device)
         for step in range(n_tokens):
-            logits = policy.generation_head(last)  # [rows, V_img]
+            logits = _apply(policy.generation_head, last)  # [rows, V_img]
             if o.guided:
                 cond, uncond_logits = logits[:n_rows], logits[n_rows:]
                 logits = uncond_logits + o.cfg_weight * (cond - uncond_logits)  # [n, V_img]
