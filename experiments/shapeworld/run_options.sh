@@ -24,7 +24,8 @@ for seed in $SEEDS; do
     $PY train.py experiment=demo seed=${seed} trainer.max_steps=${STEPS} trainer.max_time=null \
       logger=csv trainer.enable_progress_bar=false "${extra[@]}" hydra.run.dir=${dir}
     if [ "$arm" = base ]; then
-      $PY eval.py benchmark=shapeworld ckpt_path=${dir}/checkpoints/last.ckpt use_ema=true out_dir=${dir}/heldout_ema
+      # seed=${seed}: the callback's per-record seeds, so raw (heldout/) and EMA see the same random numbers
+      $PY eval.py benchmark=shapeworld seed=${seed} ckpt_path=${dir}/checkpoints/last.ckpt use_ema=true out_dir=${dir}/heldout_ema
     fi
   done
 done
