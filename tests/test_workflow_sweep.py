@@ -11,7 +11,7 @@ import pytest
 import yaml
 from workflow_runs import REPO, TINY_OVERRIDES, read_metrics
 
-from t2ir1.lit.loggers import find_wandb_runs, iter_wandb_records, load_offline_run
+from t2ir1.lit.loggers import find_wandb_runs, load_wandb_run
 
 
 def offline_env(tmp_path) -> dict[str, str]:
@@ -27,9 +27,8 @@ def train(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def exit_code(run_dir) -> int | None:
-    """The exit code W&B recorded when the run was finished (None: never finished)."""
-    codes = [r.exit.exit_code for r in iter_wandb_records(next(run_dir.glob("run-*.wandb"))) if r.HasField("exit")]
-    return codes[-1] if codes else None
+    """The exit code the W&B run was finished with (None: never finished)."""
+    return load_wandb_run(run_dir).exit_code
 
 
 @pytest.mark.slow  # a sweep of two training jobs in a subprocess: ~15 s
@@ -44,7 +43,7 @@ def test_multirun_jobs_have_own_dirs_and_one_wandb_group(tmp_path):
         for row in metrics.values():
             assert row["reward/color_weighted"] == pytest.approx(weight * row["reward/color"], rel=1e-6)
         (run_dir,) = find_wandb_runs(sweep_dir / job / "wandb")
-        runs[job] = load_offline_run(run_dir)
+        runs[job] = load_wandb_run(run_dir)
         assert runs[job].config["reward"]["weights"]["color"] == weight
         assert exit_code(run_dir) == 0
     assert runs["0"].run_id != runs["1"].run_id
@@ -55,16 +54,17 @@ def test_multirun_jobs_have_own_dirs_and_one_wandb_group(tmp_path):
 @pytest.mark.slow  # a sweep of two training jobs in a subprocess: ~15 s
 def test_failed_job_does_not_stop_the_sweep_and_its_wandb_run_is_finished(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    # job 0: a negative learning rate fails inside fit (AdamW rejects it), after W&B has started
-    result = train(tmp_path, "optimizer.lr=-1.0,0.001", "logger=default", f"hydra.sweep.dir={sweep_dir}")
+    # job 0: a negative Adam epsilon fails inside fit (AdamW rejects it), after W&B has started
+    # (a negative learning rate no longer gets that far: the config check rejects it before the run)
+    result = train(tmp_path, "+optimizer.eps=-1.0,1e-8", "logger=default", f"hydra.sweep.dir={sweep_dir}")
     assert result.returncode != 0, "Hydra should report the failed job"
-    assert "Invalid learning rate" in result.stderr
+    assert "Invalid epsilon value" in result.stderr
     assert sorted(read_metrics(sweep_dir / "1" / "metrics.csv")) == [0, 1], "job 1 did not run after job 0 failed"
     (failed_run,) = find_wandb_runs(sweep_dir / "0" / "wandb")
     (ok_run,) = find_wandb_runs(sweep_dir / "1" / "wandb")
     assert exit_code(failed_run) == 1
     assert exit_code(ok_run) == 0
-    assert load_offline_run(failed_run).run_id != load_offline_run(ok_run).run_id
+    assert load_wandb_run(failed_run).run_id != load_wandb_run(ok_run).run_id
 
 
 @pytest.mark.slow  # an Optuna study of two trials in a subprocess: ~10 s

@@ -11,9 +11,10 @@ import pytest
 from workflow_runs import REPO, TINY_OVERRIDES, compose_train, read_metrics
 
 from t2ir1.lit.loggers import (
+    WandbRunFilesError,
     find_wandb_runs,
     has_wandb_credentials,
-    load_offline_run,
+    load_wandb_run,
     multirun_group_name,
     resolve_wandb_mode,
 )
@@ -57,36 +58,34 @@ def test_offline_run_files_hold_images_tables_metrics_and_config(no_wandb_accoun
     out = tmp_path / "run"
     cfg = compose_train(out, "logger=default", "trainer.max_steps=2", "tags=[demo,tiny]", "group=ablation")
     metrics = run(cfg)
-    # the run's records reach its file through W&B's service process: wait for it (public API)
-    # before reading the file in this process, or its last records may still be in flight
-    import wandb
-
-    wandb.teardown()
 
     (run_dir,) = find_wandb_runs(out / "wandb")
     assert run_dir.name.startswith("offline-run-")
-    wandb_run = load_offline_run(run_dir)
+    wandb_run = load_wandb_run(run_dir)
+    assert run_dir.name.endswith("-" + wandb_run.run_id)  # W&B's own directory of that run
     assert wandb_run.tags == ["demo", "tiny"] and wandb_run.group == "ablation" and wandb_run.name == "test"
     assert wandb_run.config["seed"] == 0 and wandb_run.config["algo"]["group_size"] == 4  # demo: G = 4
+    assert wandb_run.exit_code == 0
 
-    # scalar curves through the public route: metrics.csv, written beside W&B by the same logging
-    # calls (W&B's own history lives in its private binary file, whose last record may still be
-    # in flight when the run returns)
+    # scalar curves from the run files: the values logged to W&B, the same as metrics.csv's
     csv_rows = read_metrics(out / "metrics.csv")
     assert sorted(csv_rows) == [0, 1]
     for key in ("train/loss", "train/kl", "reward/total", "reward/color"):
         assert key in csv_rows[0] and key in csv_rows[1], key
-    assert csv_rows[1]["train/kl"] == pytest.approx(metrics["train/kl"], rel=1e-6)
+        assert [step for step, _ in wandb_run.metric(key)] == [0, 1], key
+        assert [v for _, v in wandb_run.metric(key)] == pytest.approx([csv_rows[0][key], csv_rows[1][key]], rel=1e-6), key
+    assert wandb_run.metric("train/kl")[-1][1] == pytest.approx(metrics["train/kl"], rel=1e-6)
 
     # a captioned grid per logging step, stored by W&B as a PNG in the run's media folder
     media = run_dir / "files" / "media"
-    grids = sorted((media / "images" / "samples").glob("grid_*.png"))
-    assert len(grids) == 2
+    grids = wandb_run.media("samples/grid")
+    assert len(grids) == 2 and all(png.parent == media / "images" / "samples" for png in grids)
+    assert sorted(grids) == sorted((media / "images" / "samples").glob("grid_*.png"))
     assert all(png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for png in grids)
 
     # the table: one row per sample (2 prompts x G = 4), with prompt, CoT and each member's reward
-    tables = sorted((media / "table" / "samples").glob("cot_*.table.json"), key=lambda t: int(t.name.split("_")[1]))
-    assert len(tables) == 2
+    tables = wandb_run.media("samples/cot")
+    assert len(tables) == 2 and all(t.is_file() and t.name.endswith(".table.json") for t in tables)
     table = json.loads(tables[-1].read_text())
     assert {"prompt", "cot", "reward", "color"} <= set(table["columns"])
     assert len(table["data"]) == 8
@@ -106,3 +105,10 @@ def test_csv_logger_runs_without_wandb_installed(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(read_metrics(tmp_path / "run" / "metrics.csv")) == [0]
     assert not (tmp_path / "run" / "wandb").exists()
+
+
+def test_reading_a_directory_without_run_files_names_it_and_the_fix(tmp_path):
+    (tmp_path / "run-abc.wandb").write_bytes(b":W&B")  # W&B's private log alone is not read
+    with pytest.raises(WandbRunFilesError, match=r"holds no t2ir1-run.json.*logger=default"):
+        load_wandb_run(tmp_path)
+    assert find_wandb_runs(tmp_path) == []

@@ -246,6 +246,11 @@ class ResumableDataLoader(DataLoader):
     served counts at which refills were drawn are part of the state, and a resumed loader draws
     them again at the same points while it skips, so the stream continues exactly.
 
+    Not torchdata's ``StatefulDataLoader`` (0.11): it resumes the current epoch, but shuffles the
+    next epoch differently from an uninterrupted run, resumes a state taken at an epoch's end
+    into an empty epoch, and loses the servings still owed for a chunk under ``repeats > 1``
+    (``benchmarks/stateful_dataloader_probe.py`` shows each).
+
     Args:
         repeats: servings of every batch (``algo.num_iterations``).
         chunk: batches repeated together (``trainer.accumulate_grad_batches``: the

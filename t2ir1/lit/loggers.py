@@ -8,6 +8,10 @@
 3. ``offline`` otherwise: the run is written under ``{output_dir}/wandb/offline-run-*``
    and can be uploaded later with ``wandb sync {output_dir}/wandb/offline-run-*``.
 
+Beside W&B's private run log, each W&B run directory gets plain files (``t2ir1-run.json``:
+identity, config, exit code; ``t2ir1-history.jsonl``: metrics and media paths per logging
+call) that :func:`load_wandb_run` reads back.
+
 wandb is imported only when a W&B logger is built, so ``logger=csv`` runs without it.
 """
 
@@ -24,8 +28,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +107,6 @@ def wandb_logger(
     A Hydra multirun puts all its jobs in one group (``group`` when set, else one named
     after the sweep directory) and names each job's run ``{name}-{job number}``.
     """
-    from lightning.pytorch.loggers import WandbLogger
-
     resolved = resolve_wandb_mode(mode)
     sweep_dir, job_num = _hydra_multirun_info()
     if sweep_dir is not None:
@@ -115,7 +118,7 @@ def wandb_logger(
     directory = Path(save_dir).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
     log.info("W&B mode %s, files under %s", resolved, directory / "wandb")
-    return WandbLogger(
+    return FileMirroredWandbLogger(
         name=name,
         save_dir=str(directory),
         project=project,
@@ -136,8 +139,10 @@ def finish_wandb(loggers: Iterable, exit_code: int = 0) -> None:
     """
     for logger in loggers:
         experiment = getattr(logger, "_experiment", None)
-        if experiment is None or type(logger).__name__ != "WandbLogger":
+        if experiment is None or not isinstance(logger, WandbLogger):
             continue
+        if isinstance(logger, FileMirroredWandbLogger):
+            logger.record_exit(exit_code)
         try:
             experiment.finish(exit_code=exit_code)
         except Exception as err:  # a failure to close must not hide the run's own error
@@ -195,56 +200,105 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
-# ----------------------------------------------------------------------------- reading offline runs
-# A ``.wandb`` file: a 7-byte header (":W&B", magic 0xBEE1 little-endian, version 0), then
-# LevelDB-log framed protobuf ``Record``s: 32 KiB blocks, each chunk with a 7-byte header
-# (crc32c u32, length u16, type u8: 1 full, 2 first, 3 middle, 4 last); a block tail shorter
-# than a chunk header is zero padding.
-_WANDB_HEADER = b":W&B" + (0xBEE1).to_bytes(2, "little") + b"\x00"
-_BLOCK_SIZE = 32 * 1024
-_CHUNK_HEADER = 7
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+# ----------------------------------------------------------------------------- W&B run files
+# W&B's own run log (``run-*.wandb``) is a private binary format that changes with wandb's
+# storage; each W&B run therefore also writes, beside it in its run directory, plain files that
+# the notebook and the tests read: ``t2ir1-run.json`` (identity, config, exit code, files
+# directory) and ``t2ir1-history.jsonl`` (one line per logging call: scalars, and media as the
+# ``{"_type", "path"}`` W&B gives them, ``path`` relative to the files directory).
+RUN_FILE = "t2ir1-run.json"
+HISTORY_FILE = "t2ir1-history.jsonl"
 
 
-class WandbFileError(ValueError):
-    """A file that is not a readable W&B run log."""
+def _plain(value):
+    """A logged value as JSON: numbers as floats, W&B media as their public ``to_json`` (path), lists item-wise."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a 0-d tensor or numpy scalar
+        value = value.item()
+    if isinstance(value, (int, float)):
+        return value
+    return None
 
 
-def iter_wandb_records(path: str | os.PathLike):
-    """Yield the protobuf ``Record`` messages of a ``run-*.wandb`` file, in order."""
-    from wandb.proto import wandb_internal_pb2
+class FileMirroredWandbLogger(WandbLogger):
+    """Lightning's ``WandbLogger`` that also writes the run's identity, config, exit code and
+    logged metrics/media paths to plain files in the W&B run directory (see ``RUN_FILE``)."""
 
-    data = Path(path).read_bytes()
-    if not data.startswith(_WANDB_HEADER):
-        raise WandbFileError(f"{path} does not start with the W&B header; is it a run-*.wandb file?")
-    offset, pending = len(_WANDB_HEADER), b""
-    while offset + _CHUNK_HEADER <= len(data):
-        left_in_block = _BLOCK_SIZE - offset % _BLOCK_SIZE
-        if left_in_block < _CHUNK_HEADER:
-            offset += left_in_block
-            continue
-        length = int.from_bytes(data[offset + 4 : offset + 6], "little")
-        kind = data[offset + 6]
-        body = data[offset + _CHUNK_HEADER : offset + _CHUNK_HEADER + length]
-        offset += _CHUNK_HEADER + length
-        if kind == 0 and length == 0:  # zero padding at the end of a file still being written
-            break
-        if kind in (_FULL, _FIRST):
-            pending = body
-        elif kind in (_MIDDLE, _LAST):
-            pending += body
-        else:
-            raise WandbFileError(f"{path}: unknown chunk type {kind} at byte {offset}")
-        if kind in (_FULL, _LAST):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            yield record
-            pending = b""
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._mode = kwargs.get("mode")
+        self._run_info: dict | None = None
+
+    @property
+    def experiment(self):
+        run = WandbLogger.experiment.fget(self)
+        if self._run_info is None and rank_zero_only.rank == 0 and isinstance(getattr(run, "dir", None), str):
+            if self._mode != "disabled":
+                self._run_info = {
+                    "run_id": run.id,
+                    "name": run.name or "",
+                    "group": run.group or "",
+                    "tags": list(run.tags or ()),
+                    "mode": self._mode,
+                    "files_dir": run.dir,
+                    "config": {},
+                    "exit_code": None,
+                }
+                self._write_run_info()
+        return run
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The W&B run directory (``.../wandb/offline-run-*``), once the run has started."""
+        return Path(self._run_info["files_dir"]).parent if self._run_info else None
+
+    def _write_run_info(self) -> None:
+        path = self.run_dir / RUN_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._run_info, indent=1, default=str), encoding="utf-8")
+        tmp.replace(path)
+
+    @rank_zero_only
+    def log_hyperparams(self, params) -> None:
+        super().log_hyperparams(params)
+        if self._run_info is not None:
+            self._run_info["config"] = json.loads(json.dumps(self.experiment.config.as_dict(), default=str))
+            self._write_run_info()
+
+    @rank_zero_only
+    def log_metrics(self, metrics, step: int | None = None) -> None:
+        super().log_metrics(metrics, step)
+        if self._run_info is None:
+            return
+        run = self.experiment
+        row = {} if step is None else {"trainer/global_step": int(step)}
+        for key, value in metrics.items():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if items and all(hasattr(v, "to_json") for v in items):  # W&B media, already written by log()
+                media = [v.to_json(run) for v in items]
+                row[key] = [{"_type": m.get("_type"), "path": m.get("path")} for m in media]
+            else:
+                row[key] = _plain(value)
+        with open(self.run_dir / HISTORY_FILE, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def record_exit(self, exit_code: int) -> None:
+        """Write the exit code the run is finished with (called before ``finish``)."""
+        if self._run_info is not None:
+            self._run_info["exit_code"] = int(exit_code)
+            self._write_run_info()
+
+
+class WandbRunFilesError(ValueError):
+    """A directory that is not a W&B run directory written by :class:`FileMirroredWandbLogger`."""
 
 
 @dataclass
-class OfflineRun:
-    """What a W&B run directory holds: config, metric history and summary, identity."""
+class WandbRun:
+    """What a W&B run wrote beside its private log: identity, config, history, exit code."""
 
     directory: Path
     run_id: str
@@ -252,63 +306,56 @@ class OfflineRun:
     group: str
     tags: list[str]
     config: dict
-    # one dict per logged step, as logged (images and tables are dicts pointing into files/media)
+    # one dict per logging call: scalars, and media as lists of {"_type", "path"}
     history: list[dict]
-    summary: dict
-
-    @property
-    def media_dir(self) -> Path:
-        return self.directory / "files" / "media"
+    # the code the run was finished with (None: never finished, e.g. killed)
+    exit_code: int | None
+    files_dir: Path
 
     def metric(self, key: str) -> list[tuple[int, float]]:
         """``[(trainer/global_step, value)]`` of a scalar metric."""
         return [
-            (int(row.get("trainer/global_step", row.get("_step", i))), float(row[key]))
+            (int(row.get("trainer/global_step", i)), float(row[key]))
             for i, row in enumerate(self.history)
-            if isinstance(row.get(key), (int, float))
+            if isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool)
+        ]
+
+    def media(self, key: str) -> list[Path]:
+        """Absolute paths of the media files (images, tables) logged under ``key``, in order."""
+        return [
+            self.files_dir / item["path"]
+            for row in self.history
+            if isinstance(row.get(key), list)
+            for item in row[key]
+            if isinstance(item, dict) and item.get("path")
         ]
 
 
-def _items_to_dict(items) -> dict:
-    out = {}
-    for item in items:
-        key = item.key or "/".join(item.nested_key)
-        try:
-            out[key] = json.loads(item.value_json)
-        except json.JSONDecodeError:
-            out[key] = item.value_json
-    return out
-
-
 def find_wandb_runs(root: str | os.PathLike) -> list[Path]:
-    """Run directories (``offline-run-*`` / ``run-*``) under ``root``, oldest first."""
+    """W&B run directories (``offline-run-*`` / ``run-*``) under ``root`` that hold run files, oldest first."""
     root = Path(root)
-    return sorted({p.parent for p in root.rglob("run-*.wandb")}, key=lambda p: p.name)
+    return sorted({p.parent for p in root.rglob(RUN_FILE)}, key=lambda p: p.name)
 
 
-def load_offline_run(run_dir: str | os.PathLike) -> OfflineRun:
-    """Read a W&B run directory (``.../wandb/offline-run-*``) without network or account."""
+def load_wandb_run(run_dir: str | os.PathLike) -> WandbRun:
+    """Read the plain files a W&B run directory (``.../wandb/offline-run-*``) holds; no network, no account."""
     run_dir = Path(run_dir)
-    files = sorted(run_dir.glob("run-*.wandb"))
-    if not files:
-        raise WandbFileError(f"{run_dir} holds no run-*.wandb file; pass a .../wandb/offline-run-* directory")
-    run_id = name = group = ""
-    tags: list[str] = []
-    config: dict = {}
-    history: list[dict] = []
-    summary: dict = {}
-    for record in iter_wandb_records(files[0]):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run_id, name, group = record.run.run_id, record.run.display_name, record.run.run_group
-            tags = list(record.run.tags)
-            config.update(_items_to_dict(record.run.config.update))
-        elif kind == "config":
-            config.update(_items_to_dict(record.config.update))
-        elif kind == "history":
-            history.append(_items_to_dict(record.history.item))
-        elif kind == "summary":
-            summary.update(_items_to_dict(record.summary.update))
-    # W&B wraps each config value as {"value": v}
-    config = {k: v["value"] if isinstance(v, dict) and set(v) == {"value"} else v for k, v in config.items()}
-    return OfflineRun(run_dir, run_id, name, group, tags, config, history, summary)
+    info_path = run_dir / RUN_FILE
+    if not info_path.is_file():
+        raise WandbRunFilesError(
+            f"{run_dir} holds no {RUN_FILE}; pass a .../wandb/offline-run-* directory of a run logged with "
+            "logger=default or logger=wandb (find_wandb_runs(<run>/wandb) lists them)"
+        )
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    history_path = run_dir / HISTORY_FILE
+    history = []
+    if history_path.is_file():
+        with open(history_path, encoding="utf-8") as handle:
+            history = [json.loads(line) for line in handle if line.strip()]
+    files_dir = Path(info.get("files_dir") or run_dir / "files")
+    if not files_dir.is_dir():  # the run directory was moved: its files folder moved with it
+        files_dir = run_dir / "files"
+    return WandbRun(
+        run_dir, info["run_id"], info["name"], info["group"], list(info["tags"]), info["config"], history,
+        info.get("exit_code"), files_dir,
+    )

@@ -128,8 +128,9 @@ def _shard_decoder(
     fully_shard(head, reshard_after_forward=reshard, mp_policy=precision, **kwargs)
     # FSDP2 makes the first unit that runs forward a root; the token-level log-prob pass can call
     # the embeddings before the language model ever ran, which would make them a root of their
-    # own and the language model's later forward fail. Fix the roots now (FSDP2 has no public
-    # hook for this; this is the lazy init its first forward runs).
+    # own and the language model's later forward fail. Fix the roots now: this is the lazy init its
+    # first forward runs. Private on purpose: torch 2.14's public FSDPModule.unshard() only lazily
+    # inits the parameter groups, not the root state, and fully_shard/FSDPModule offer no other hook.
     language_model._get_fsdp_state()._lazy_init()
 
 
@@ -191,6 +192,7 @@ class FSDP2Strategy(ModelParallelStrategy):
         process_group_backend: str | None = None,
     ) -> None:
         super().__init__(
+            tensor_parallel_size=1,
             save_distributed_checkpoint=save_distributed_checkpoint,
             process_group_backend=process_group_backend,
         )
@@ -204,9 +206,11 @@ class FSDP2Strategy(ModelParallelStrategy):
         )
 
     def setup_environment(self) -> None:
-        # a single data-parallel dimension over every process, no tensor parallelism
+        # a single data-parallel dimension over every process (tensor_parallel_size=1 above). Private
+        # field on purpose: ModelParallelStrategy takes data_parallel_size only in its constructor,
+        # before the Trainer sets num_nodes/num_processes, and its "auto" means num_nodes (one
+        # data-parallel rank per node, tensor parallelism within it); there is no public setter.
         self._data_parallel_size = self.num_nodes * self.num_processes
-        self._tensor_parallel_size = 1
         super().setup_environment()
 
     def shard_policy(self, policy, reference=None) -> None:
