@@ -115,15 +115,19 @@ class Benchmark:
                 seen.append(row["category"])
         return [c for c in seen if any(r["category"] == c for r in rows)]
 
-    def summarize(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Per-category mean of ``score`` and the overall mean over categories (GenEval's rule)."""
+    def category_means(self, rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+        """``{category: {"score": mean of its rows' scores, "n": rows}}`` in the benchmark's order."""
         by_category: dict[str, list[float]] = defaultdict(list)
         for row in rows:
             by_category[row["category"]].append(float(row["score"]))
-        categories = {
+        return {
             name: {"score": mean(by_category[name]), "n": len(by_category[name])}
             for name in self.ordered_categories(rows)
         }
+
+    def summarize(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Per-category mean of ``score`` and the overall mean over categories (GenEval's rule)."""
+        categories = self.category_means(rows)
         overall = mean([c["score"] for c in categories.values()])
         return {"categories": categories, "overall": overall, "overall_rule": "mean over categories"}
 

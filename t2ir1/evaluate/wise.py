@@ -31,7 +31,6 @@ import math
 import os
 import re
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from t2ir1.evaluate.base import Benchmark, BenchmarkFileError, EvalItem, ImageEntry, mean
+from t2ir1.evaluate.base import Benchmark, BenchmarkFileError, EvalItem, ImageEntry
 from t2ir1.evaluate.provenance import describe, model_provenance
 from t2ir1.rewards._common import check_local_path, freeze, micro_batches, resolve_dtype
 
@@ -405,13 +404,7 @@ class WiseBenchmark(Benchmark):
         return rows
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        by_category: dict[str, list[float]] = defaultdict(list)
-        for row in rows:
-            by_category[row["category"]].append(float(row["score"]))
-        categories = {
-            name: {"score": mean(by_category[name]), "n": len(by_category[name])}
-            for name in self.ordered_categories(rows)
-        }
+        categories = self.category_means(rows)
         present = {
             n: c["score"] for n, c in categories.items() if n in self.weights and not math.isnan(c["score"])
         }
