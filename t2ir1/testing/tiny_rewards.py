@@ -251,3 +251,19 @@ def build_tiny_hps(folder: Path) -> dict[str, str]:
     checkpoint = folder / "HPS_tiny.pt"
     torch.save({"state_dict": model.state_dict()}, checkpoint)
     return {"checkpoint": str(checkpoint), "arch": TINY_HPS_ARCH, "model_config_path": str(config_path)}
+
+
+class BrightnessReward:
+    """Mean pixel brightness of each image: a model-free reward that varies between samples, so
+    group advantages are not all zero (tests of the training step)."""
+
+    name = "brightness"
+
+    def setup(self, device="cpu") -> None:
+        pass
+
+    def __call__(self, records, images):
+        from t2ir1.rewards.base import RewardOutput
+
+        scores = torch.tensor([sum(img.convert("L").getdata()) / (255.0 * img.width * img.height) for img in images])
+        return RewardOutput(self.name, scores.float())

@@ -14,8 +14,8 @@ from t2ir1.data.records import PromptRecord
 from t2ir1.generate import load_policy
 from t2ir1.lit.ema import EMAWeights, swapped_weights
 from t2ir1.lit.module import BiCoTGRPOModule, GRPOSettings
-from t2ir1.rewards.base import RewardOutput
 from t2ir1.rewards.ensemble import RewardEnsemble
+from t2ir1.testing.tiny_rewards import BrightnessReward
 
 RECORDS = [
     PromptRecord(prompt="a red cube", task_type="object", nouns=("cube",), prompt_id="p0"),
@@ -23,15 +23,6 @@ RECORDS = [
 ]
 
 
-class BrightnessReward:
-    name = "brightness"
-
-    def setup(self, device="cpu"):
-        pass
-
-    def __call__(self, records, images):
-        scores = torch.tensor([sum(img.convert("L").getdata()) / (255.0 * img.width * img.height) for img in images])
-        return RewardOutput(self.name, scores.float())
 
 
 class Records(torch.utils.data.Dataset):

@@ -13,9 +13,9 @@ from t2ir1.data.records import PromptRecord
 from t2ir1.export import export_checkpoint
 from t2ir1.lit.module import BiCoTGRPOModule, GRPOSettings
 from t2ir1.policy.janus import AdapterFreeReference, JanusPolicy
-from t2ir1.rewards.base import RewardOutput
 from t2ir1.rewards.ensemble import RewardEnsemble
 from t2ir1.rollout.engine import GenerationEngine
+from t2ir1.testing.tiny_rewards import BrightnessReward
 
 LORA = {"r": 4, "alpha": 8, "target_modules": None, "dropout": 0.0}
 RECORDS = [
@@ -24,17 +24,6 @@ RECORDS = [
 ]
 
 
-class BrightnessReward:
-    """Mean pixel brightness: varies between samples, so advantages are not all zero."""
-
-    name = "brightness"
-
-    def setup(self, device="cpu"):
-        pass
-
-    def __call__(self, records, images):
-        scores = torch.tensor([sum(img.convert("L").getdata()) / (255.0 * img.width * img.height) for img in images])
-        return RewardOutput(self.name, scores.float())
 
 
 def one_step(module, records=RECORDS):
