@@ -93,30 +93,30 @@ def test_demo_experiment_composes_with_the_shapeworld_pieces(tmp_path):
     assert cfg.callbacks.heldout.num_prompts >= 200
 
 
-@pytest.mark.slow
-def test_grpo_run_raises_the_reward(tmp_path):
-    """The first 300 steps of the demo's training run (fixed seeds, ~5 min on 2 idle cores; only the
-    held-out evaluation is shortened, which does not touch the training's random numbers): the mean
-    reward of the last 100 steps beats the first 100, measured as a Welch t statistic over per-step means.
+LEARNING_SEEDS = (1, 2, 3)
+LEARNING_STEPS, LEARNING_WINDOW = 300, 100
 
-    Measured (seed 0, experiments/shapeworld/README.md): first 100 steps 0.543, last 100 0.582,
-    t = 1.74 (one-sided p ~ 0.04). The rise is modest: most of the per-step spread is which
-    categories a step drew (object prompts score ~0.9, position prompts ~0.3). Seeds 1 and 2 of
-    the ablation gave t = 0.23 and 2.40, and a 200-step run on colour and two-object prompts
-    only gave t = 1.38, so the test pins seed 0 and asserts t > 1.5, not a stronger claim.
-    """
+
+def _reward_rise(rewards: np.ndarray, window: int) -> tuple[float, float, float]:
+    """Mean reward of the last ``window`` steps minus the first's, and the two windows' variances."""
+    first, last = rewards[:window], rewards[-window:]
+    return last.mean() - first.mean(), first.var(ddof=1), last.var(ddof=1)
+
+
+def _demo_rewards(seed: int, out_dir: Path) -> np.ndarray:
+    """Per-step mean rewards of the demo's first ``LEARNING_STEPS`` steps (only the held-out
+    evaluation is shortened, which does not touch the training's random numbers)."""
     from t2ir1.train import run
 
-    steps, window = 300, 100
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
             "train",
             overrides=[
                 "experiment=demo",
-                "seed=0",
-                f"paths.output_dir={tmp_path}",
+                f"seed={seed}",
+                f"paths.output_dir={out_dir}",
                 "logger=csv",
-                f"trainer.max_steps={steps}",
+                f"trainer.max_steps={LEARNING_STEPS}",
                 "trainer.max_time=null",
                 "trainer.enable_progress_bar=false",
                 "callbacks.heldout.num_prompts=12",
@@ -126,13 +126,35 @@ def test_grpo_run_raises_the_reward(tmp_path):
             ],
         )
     run(cfg)
-    summary = json.loads((tmp_path / "heldout" / "heldout_accuracy.json").read_text())
-    rewards = np.array(summary["rewards"])
-    assert len(rewards) == steps
-    first, last = rewards[:window], rewards[-window:]
-    welch_t = (last.mean() - first.mean()) / math.sqrt(first.var(ddof=1) / window + last.var(ddof=1) / window)
-    assert last.mean() - first.mean() > 0.02, (first.mean(), last.mean())
-    assert welch_t > 1.5, welch_t
+    summary = json.loads((out_dir / "heldout" / "heldout_accuracy.json").read_text())
+    return np.array(summary["rewards"])
+
+
+@pytest.mark.slow
+def test_grpo_run_raises_the_reward_on_three_seeds(tmp_path):
+    """The demo's first 300 steps on seeds 1, 2 and 3 (~5 min each on 2 idle cores): the mean
+    reward of the last 100 steps beats the first 100 on every seed, and over the three seeds
+    together (Welch t over the 300 + 300 per-step means, each seed's windows pooled).
+
+    Measured (2026-12-06: the first 300 steps of 400-step runs of the same seeds, constant lr, so
+    the same training random numbers; experiments/shapeworld/README.md): rises 0.039, 0.019,
+    0.031 (mean 0.030, sd 0.010); per-seed Welch t 1.91, 0.91, 1.52; pooled t 2.50. One seed's t
+    spans 0.9-1.9, so a per-seed t threshold would pin a seed rather than test learning. The
+    thresholds come from the spread: each seed's rise must exceed the measured mean - 3 sd
+    (0.0), and the pooled t must exceed 1.65 (one-sided p < 0.05; measured 2.50).
+    """
+    rises, first_vars, last_vars = [], [], []
+    for seed in LEARNING_SEEDS:
+        rewards = _demo_rewards(seed, tmp_path / f"seed{seed}")
+        assert len(rewards) == LEARNING_STEPS
+        rise, first_var, last_var = _reward_rise(rewards, LEARNING_WINDOW)
+        rises.append(rise)
+        first_vars.append(first_var)
+        last_vars.append(last_var)
+    assert min(rises) > 0.0, rises
+    n = LEARNING_WINDOW * len(LEARNING_SEEDS)
+    pooled_t = float(np.mean(rises)) / math.sqrt((np.mean(first_vars) + np.mean(last_vars)) / n)
+    assert pooled_t > 1.65, (pooled_t, rises)
 
 
 def test_demo_run_writes_the_heldout_tables_curve_and_history(tmp_path):
