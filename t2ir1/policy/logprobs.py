@@ -211,7 +211,7 @@ def bicot_logprobs(
         masks.append(completion_mask)
     if "token" in levels:
         # explicit positions of the original's right-padded layout (algo.prompt_quirks), else None
-        positions = getattr(generation, "image_prompt_positions", None)
+        positions = generation.image_prompt_positions
         parts.append(
             image_fn(generation.image_prompt_ids, generation.image_prompt_mask, generation.image_tokens, position_ids=positions)
         )

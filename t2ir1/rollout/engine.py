@@ -463,11 +463,12 @@ def gathered(*modules: torch.nn.Module) -> Iterator[None]:
             unit.reshard()
 
 
-def _apply(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """``head(hidden)`` in the head's own dtype: under FSDP2 mixed precision the decoder layers
+def _head_dtype(head: torch.nn.Module) -> torch.dtype:
+    """The dtype ``head`` takes its input in. Under FSDP2 mixed precision the decoder layers
     compute in ``param_dtype`` while frozen heads outside its units keep theirs (the units'
-    forward hooks, which cast inputs, are bypassed when the layers are called part by part)."""
-    return head(hidden.to(_compute_dtype(next(head.parameters()))))
+    forward hooks, which cast inputs, are bypassed when the layers are called part by part).
+    Read once per chunk, not per decode step."""
+    return _compute_dtype(next(head.parameters()))
 
 
 def _compute_dtype(parameter: torch.Tensor) -> torch.dtype:
@@ -711,8 +712,9 @@ class GenerationEngine:
         noise = None
         if not greedy and generators is not None:
             noise = GumbelNoise(generators, group_size, policy.lm_head.out_features, o.max_new_tokens, device)
+        head_dtype = _head_dtype(policy.lm_head)
         for step in range(o.max_new_tokens):
-            logits = sampling_logits(_apply(policy.lm_head, last), o.text_temperature, o.text_top_k, o.text_top_p)
+            logits = sampling_logits(policy.lm_head(last.to(head_dtype)), o.text_temperature, o.text_top_k, o.text_top_p)
             if noise is not None:
                 step_noise = noise(step)
                 next_token = (logits + (step_noise if active is None else step_noise[active])).argmax(-1)
@@ -850,8 +852,9 @@ class GenerationEngine:
             noise = GumbelNoise(generators, rows_per_prompt, vocab, n_tokens, device)
         step_fn = self._step_fn()
         slot_tensor = torch.zeros((), dtype=torch.long, device=device)
+        head_dtype = _head_dtype(policy.generation_head)
         for step in range(n_tokens):
-            logits = _apply(policy.generation_head, last)  # [rows, V_img]
+            logits = policy.generation_head(last.to(head_dtype))  # [rows, V_img]
             if o.guided:
                 cond, uncond_logits = logits[:n_rows], logits[n_rows:]
                 logits = uncond_logits + o.cfg_weight * (cond - uncond_logits)  # [n, V_img]
