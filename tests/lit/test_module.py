@@ -14,21 +14,7 @@ from t2ir1.data.records import PromptRecord
 from t2ir1.lit.module import BiCoTGRPOModule
 from t2ir1.rewards.base import RewardOutput
 from t2ir1.rewards.ensemble import RewardEnsemble
-
-
-class BrightnessReward:
-    """Mean pixel brightness in [0, 1]: a real function of the decoded image that varies
-    between samples, so advantages are never all zero."""
-
-    name = "brightness"
-
-    def setup(self, device="cpu"):
-        pass
-
-    def __call__(self, records, images):
-        scores = torch.tensor([sum(img.convert("L").getdata()) / (255.0 * img.width * img.height) for img in images])
-        return RewardOutput(self.name, scores.float())
-
+from t2ir1.testing.tiny_rewards import BrightnessReward
 
 RECORDS = [
     PromptRecord(prompt="a red cube", task_type="object", nouns=("cube",), prompt_id="p0"),
