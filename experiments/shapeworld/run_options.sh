@@ -11,11 +11,14 @@ SEEDS=${SEEDS:-"1 2 3"}
 ARMS=${ARMS:-"base filter lora"}
 RUNS=${RUNS:-outputs/shapeworld_options}
 PY=${PY:-python}
+HELDOUT_EVERY=${HELDOUT_EVERY:-100}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 for seed in $SEEDS; do
   for arm in $ARMS; do
     case $arm in
-      base) extra=("algo.ema.decay=0.99") ;;
+      # the base arm is the demo itself: its held-out curve (every HELDOUT_EVERY steps) and its reward
+      # and KL curves are the reference curves (experiments/shapeworld/reference_curves.json)
+      base) extra=("algo.ema.decay=0.99" "callbacks.heldout.every_n_steps=${HELDOUT_EVERY}") ;;
       filter) extra=("algo.filter_groups=true") ;;
       lora) extra=("model.lora.r=16" "model.lora.alpha=32" "optimizer.lr=1e-3") ;;
       *) echo "unknown arm $arm (base, filter, lora)" >&2; exit 2 ;;
