@@ -28,3 +28,36 @@ def test_notebook_runs_on_a_tiny_run(tmp_path, monkeypatch, prefer_wandb):
     text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert ("W&B offline run" if prefer_wandb else "metrics.csv") in text
     assert (out / "analysis_curves.png").is_file() and (out / "analysis_grids.png").is_file()
+
+
+@pytest.mark.slow  # a 2-step ShapeWorld demo run + a kernel start: ~40 s
+def test_notebook_draws_a_demo_run_over_the_reference_curves(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    out = tmp_path / "run"
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=demo",
+                f"paths.output_dir={out}",
+                "logger=csv",
+                "trainer.max_steps=2",
+                "trainer.enable_progress_bar=false",
+                "data.batch_size=2",
+                "algo.group_size=2",
+                "callbacks.heldout.num_prompts=6",
+                "callbacks.heldout.grid_images=0",
+                "callbacks.checkpoint=null",
+                "run_name=test",
+            ],
+        )
+    run(cfg)
+    monkeypatch.setenv("T2IR1_RUN_DIR", str(out))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook = nbformat.read(REPO / "notebooks" / "analyze_run.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "settings differ from the reference's: group_size 2 vs 8" in text
+    assert "mean reward per step at step" in text and "held-out accuracy, overall (%) at step 2" in text
+    assert (out / "analysis_reference.png").is_file()

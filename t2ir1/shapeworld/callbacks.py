@@ -11,7 +11,8 @@ scores its fraction of correct images, ``overall`` is the mean over categories.
 
 :class:`HeldoutAccuracyCallback` runs it at ``on_fit_start`` and ``on_fit_end``, logs the
 before/after/delta table, and writes ``heldout_accuracy.json`` / ``.md``, captioned grids of
-held-out samples, and ``reward_curve.png`` (mean reward per step) into ``out_dir``.
+held-out samples, and ``curves.png`` (reward, KL and held-out accuracy over the reference
+curves of :mod:`t2ir1.shapeworld.reference`) into ``out_dir``.
 """
 
 from __future__ import annotations
@@ -113,37 +114,11 @@ def format_table(before: dict[str, float], after: dict[str, float] | None = None
     return "\n".join(lines)
 
 
-def plot_reward_curve(
-    steps: Sequence[int], rewards: Sequence[float], path: Path, window: int = 20, title: str = ""
-) -> None:
-    """Mean reward per step and its moving average over ``window`` steps, saved as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=120)
-    axis.plot(steps, rewards, color="tab:blue", alpha=0.35, linewidth=1, label="mean reward per step")
-    if len(rewards) >= window:
-        smooth = np.convolve(rewards, np.ones(window) / window, mode="valid")
-        axis.plot(
-            steps[window - 1 :], smooth, color="tab:blue", linewidth=2, label=f"moving average ({window})"
-        )
-    axis.set_xlabel("optimiser step")
-    axis.set_ylabel("reward")
-    axis.set_title(title or "ShapeWorld reward during BiCoT-GRPO")
-    axis.grid(alpha=0.3)
-    axis.legend(loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-
-
 class HeldoutAccuracyCallback(L.Callback):
     """Held-out ShapeWorld accuracy at the start and end of ``fit``, plus the reward curve.
 
     Args:
-        out_dir: where ``heldout_accuracy.json`` / ``.md``, the grids and ``reward_curve.png`` go.
+        out_dir: where ``heldout_accuracy.json`` / ``.md``, the grids and ``curves.png`` go.
         num_prompts: held-out records (:func:`~t2ir1.shapeworld.prompts.heldout_records`, >= 200).
         heldout_seed: which held-out set (the training stream excludes the same one).
         seed: sampling seed (the same for before and after).
@@ -152,7 +127,14 @@ class HeldoutAccuracyCallback(L.Callback):
         batch_size: records generated at once.
         color_threshold, min_area, min_score: detector settings.
         grid_images: held-out samples shown in each grid (0: none).
-        plot_window: moving-average window of the reward curve.
+        plot_window: steps per bin of the plotted reward and KL curves (without reference curves;
+            with them, the reference's own bin).
+        reference_curves: the demo's expected curves drawn under the run's in ``curves.png``, with
+            an "on track" line per curve at the end: ``"shipped"`` (the package's
+            ``t2ir1/shapeworld/reference_curves.json``), a path, or None (no reference).
+        run_settings: the run's settings compared with the reference's (``group_size``,
+            ``batch_size``, ``lr``, ...: :data:`t2ir1.shapeworld.reference.SETTINGS`); a difference
+            is logged as a warning and named in the figure's title.
         every_n_steps: also evaluate every this many optimiser steps (0: only before and after);
             each result is logged as ``heldout/<category>`` and kept in the JSON's ``history``.
         use_ema: sample from the EMA weights (``algo.ema.decay`` set: the ``EMAWeights`` callback).
@@ -180,6 +162,8 @@ class HeldoutAccuracyCallback(L.Callback):
         every_n_steps: int = 0,
         use_ema: bool = False,
         verdict: str = "shapeworld/correct",
+        reference_curves: str | None = None,
+        run_settings: dict | None = None,
     ):
         if num_prompts < 1:
             raise ValueError(f"HeldoutAccuracyCallback: num_prompts must be >= 1, got {num_prompts}")
@@ -210,6 +194,9 @@ class HeldoutAccuracyCallback(L.Callback):
         self.steps: list[int] = []
         self.rewards: list[float] = []
         self.train_correct: list[float] = []
+        self.kls: list[float] = []
+        self.reference_curves = reference_curves
+        self.run_settings = dict(run_settings or {})
 
     def evaluate(self, pl_module, tag: str, files: bool = True) -> dict[str, float]:
         """Held-out accuracy table of ``pl_module.policy`` (``files``: also ``heldout_{tag}.png`` / ``.jsonl``)."""
@@ -287,6 +274,8 @@ class HeldoutAccuracyCallback(L.Callback):
         self.steps.append(trainer.global_step)
         # unscorable samples (reward.nan_policy=drop) are NaN: left out of the mean
         self.rewards.append(float(rollout.rewards.scores.float().nanmean()))
+        kl = trainer.callback_metrics.get("train/kl")
+        self.kls.append(float(kl) if kl is not None else float("nan"))
         correct = rollout.rewards.verdicts.get(self.verdict)
         if correct is not None:
             self.train_correct.append(float(correct.float().mean()))
@@ -328,16 +317,34 @@ class HeldoutAccuracyCallback(L.Callback):
             "steps": self.steps,
             "rewards": self.rewards,
             "train_correct": self.train_correct,
+            "kls": self.kls,
             "history": self.history,
         }
         (self.out_dir / "heldout_accuracy.json").write_text(
             json.dumps(summary, indent=2) + "\n", encoding="utf-8"
         )
         (self.out_dir / "heldout_accuracy.md").write_text(table + "\n", encoding="utf-8")
-        if self.rewards:
-            plot_reward_curve(
-                self.steps,
-                self.rewards,
-                self.out_dir / "reward_curve.png",
-                window=min(self.plot_window, len(self.rewards)),
-            )
+        self.plot_curves()
+
+    def plot_curves(self) -> None:
+        """``curves.png``: this run's reward, KL and held-out accuracy over the reference curves, and
+        one log line per curve saying where the run ends relative to the reference's range."""
+        from t2ir1.shapeworld import reference as ref
+
+        evaluations = [row for row in self.history if "overall" in row]
+        curves = ref.RunCurves(
+            reward=(self.steps, self.rewards),
+            kl=(self.steps, self.kls),
+            heldout=([row["step"] for row in evaluations], [100 * row["overall"] for row in evaluations]),
+        )
+        reference, title = None, ""
+        if self.reference_curves is not None:
+            path = ref.SHIPPED if self.reference_curves == "shipped" else Path(self.reference_curves)
+            reference = ref.ReferenceCurves.load(path)
+            differences = reference.differences(self.run_settings)
+            if differences:
+                title = "reference from other settings: " + "; ".join(differences)
+                log.warning("reference curves (%s) come from other settings: %s", path, "; ".join(differences))
+            for line in ref.on_track(curves, reference):
+                log.info("on track? %s", line)
+        ref.plot(curves, reference, self.out_dir / "curves.png", window=self.plot_window, title=title)

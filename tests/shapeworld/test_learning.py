@@ -187,7 +187,7 @@ def test_demo_run_writes_the_heldout_tables_curve_and_history(tmp_path):
     assert summary["history"][0]["overall"] == summary["before"]["overall"]
     assert summary["history"][-1]["overall"] == summary["after"]["overall"]
     assert len(summary["rewards"]) == 3
-    for name in ("heldout_before.png", "heldout_after.png", "reward_curve.png", "heldout_accuracy.md"):
+    for name in ("heldout_before.png", "heldout_after.png", "curves.png", "heldout_accuracy.md"):
         assert (out / name).is_file(), name
     table = (out / "heldout_accuracy.md").read_text()
     assert table.splitlines()[0] == "| category | before | after | delta |"
