@@ -12,7 +12,8 @@ with ``heldout/heldout_accuracy.json``, ``metrics.csv`` and ``hparams.yaml``)::
     python -m t2ir1.shapeworld.reference RUN_DIR [RUN_DIR ...] [--out t2ir1/shapeworld/reference_curves.json]
 
 Every curve is binned the same way for the runs and for the user's run: the mean of the values
-logged at steps ``[k * window, (k + 1) * window)``, drawn at the bin's centre.
+logged at steps ``k * window + 1 .. (k + 1) * window`` (a step is counted after its update, from 1),
+drawn at the bin's centre.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def _same(a, b) -> bool:
 
 
 def binned(steps: Sequence[float], values: Sequence[float], window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Means of ``values`` over the step bins ``[k * window, (k + 1) * window)``, at the bins' centres.
+    """Means of ``values`` over the step bins ``k * window + 1 .. (k + 1) * window``, at the bins'
+    centres (steps count from 1: 800 steps make 800 / window full bins).
 
     NaN values are left out; a bin with no finite value is left out.
     """
@@ -125,10 +127,10 @@ def binned(steps: Sequence[float], values: Sequence[float], window: int) -> tupl
     steps, values = steps[keep], values[keep]
     if steps.size == 0:
         return np.zeros(0), np.zeros(0)
-    index = (steps // window).astype(np.int64)
+    index = ((steps - 1) // window).astype(np.int64)
     bins = np.unique(index)
     means = np.array([values[index == b].mean() for b in bins])
-    return bins * window + (window - 1) / 2, means
+    return bins * window + (window + 1) / 2, means
 
 
 def band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> Band:
@@ -182,7 +184,9 @@ def read_run(run_dir: str | Path) -> RunCurves:
             with open(csv_path, newline="", encoding="utf-8") as handle:
                 for row in csv.DictReader(handle):
                     if row.get("train/kl") not in (None, ""):
-                        kl_steps.append(int(row["step"]))
+                        # the logger's step is the global step while the update runs (from 0);
+                        # the callback counts a step after its update (from 1)
+                        kl_steps.append(int(row["step"]) + 1)
                         kl_values.append(float(row["train/kl"]))
         kl = (kl_steps, kl_values)
     return RunCurves(reward=reward, kl=kl, heldout=heldout)

@@ -94,7 +94,13 @@ def test_demo_experiment_composes_with_the_shapeworld_pieces(tmp_path):
 
 
 LEARNING_SEEDS = (1, 2, 3)
+# the reward test reads the first 300 steps of each demo run (constant lr: the same random numbers
+# as a 300-step run)
 LEARNING_STEPS, LEARNING_WINDOW = 300, 100
+# issue 17: every seed's demo gains at least this many held-out points (fixed floor)
+GAIN_FLOOR = 5.0
+# measured gains of the demo on LEARNING_SEEDS (experiments/shapeworld/README.md, reference runs)
+MEASURED_GAINS = (11.15, 6.46, 8.02)
 
 
 def _reward_rise(rewards: np.ndarray, window: int) -> tuple[float, float, float]:
@@ -103,9 +109,9 @@ def _reward_rise(rewards: np.ndarray, window: int) -> tuple[float, float, float]
     return last.mean() - first.mean(), first.var(ddof=1), last.var(ddof=1)
 
 
-def _demo_rewards(seed: int, out_dir: Path) -> np.ndarray:
-    """Per-step mean rewards of the demo's first ``LEARNING_STEPS`` steps (only the held-out
-    evaluation is shortened, which does not touch the training's random numbers)."""
+def _demo_run(seed: int, out_dir: Path) -> dict:
+    """The demo as ``make demo`` runs it on ``seed`` (800 steps, 960 held-out records), without its
+    wall-time cap (a slow or busy machine must not cut the run short): the held-out summary."""
     from t2ir1.train import run
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -116,41 +122,46 @@ def _demo_rewards(seed: int, out_dir: Path) -> np.ndarray:
                 f"seed={seed}",
                 f"paths.output_dir={out_dir}",
                 "logger=csv",
-                f"trainer.max_steps={LEARNING_STEPS}",
                 "trainer.max_time=null",
                 "trainer.enable_progress_bar=false",
-                "callbacks.heldout.num_prompts=12",
-                "callbacks.heldout.every_n_steps=0",
                 "callbacks.checkpoint=null",
                 "run_name=test",
             ],
         )
     run(cfg)
-    summary = json.loads((out_dir / "heldout" / "heldout_accuracy.json").read_text())
-    return np.array(summary["rewards"])
+    return json.loads((out_dir / "heldout" / "heldout_accuracy.json").read_text())
 
 
 @pytest.mark.slow
-def test_grpo_run_raises_the_reward_on_three_seeds(tmp_path):
-    """The demo's first 300 steps on seeds 1, 2 and 3 (~5 min each on 2 idle cores): the mean
-    reward of the last 100 steps beats the first 100 on every seed, and over the three seeds
-    together (Welch t over the 300 + 300 per-step means, each seed's windows pooled).
+def test_demo_raises_the_reward_and_the_heldout_accuracy_on_three_seeds(tmp_path):
+    """The whole demo on seeds 1, 2 and 3 (~13 min each on 2 idle cores).
 
-    Measured (2026-12-06: the first 300 steps of 400-step runs of the same seeds, constant lr, so
-    the same training random numbers; experiments/shapeworld/README.md): rises 0.039, 0.019,
-    0.031 (mean 0.030, sd 0.010); per-seed Welch t 1.91, 0.91, 1.52; pooled t 2.50. One seed's t
-    spans 0.9-1.9, so a per-seed t threshold would pin a seed rather than test learning. The
-    thresholds come from the spread: each seed's rise must exceed the measured mean - 3 sd
-    (0.0), and the pooled t must exceed 1.65 (one-sided p < 0.05; measured 2.50).
+    Held-out accuracy (960 records, the same random numbers before and after): every seed gains at
+    least ``GAIN_FLOOR`` points, and the mean gain exceeds the measured mean minus three standard
+    errors of a 3-seed mean (measured 2026-12-06 on these seeds, runs of
+    ``experiments/shapeworld/run_options.sh``' base arm: +11.1, +6.5, +8.0, mean 8.5, sd 2.4, so the
+    mean must exceed 4.4).
+
+    Reward: the mean reward of steps 201-300 beats steps 1-100 on every seed, and over the three
+    seeds together (Welch t over the 300 + 300 per-step means, each seed's windows pooled).
+    Measured (2026-12-06, the same seeds): rises 0.039, 0.019, 0.031 (mean 0.030, sd 0.010);
+    per-seed Welch t 1.91, 0.91, 1.52; pooled t 2.50. One seed's t spans 0.9-1.9, so a per-seed t
+    threshold would pin a seed rather than test learning. The thresholds come from the spread:
+    each seed's rise must exceed the measured mean - 3 sd (0.0), and the pooled t must exceed 1.65
+    (one-sided p < 0.05; measured 2.50).
     """
-    rises, first_vars, last_vars = [], [], []
+    gains, rises, first_vars, last_vars = [], [], [], []
     for seed in LEARNING_SEEDS:
-        rewards = _demo_rewards(seed, tmp_path / f"seed{seed}")
-        assert len(rewards) == LEARNING_STEPS
-        rise, first_var, last_var = _reward_rise(rewards, LEARNING_WINDOW)
+        summary = _demo_run(seed, tmp_path / f"seed{seed}")
+        assert summary["history"][-1]["step"] == 800
+        gains.append(100 * (summary["after"]["overall"] - summary["before"]["overall"]))
+        rise, first_var, last_var = _reward_rise(np.array(summary["rewards"][:LEARNING_STEPS]), LEARNING_WINDOW)
         rises.append(rise)
         first_vars.append(first_var)
         last_vars.append(last_var)
+    assert min(gains) >= GAIN_FLOOR, gains
+    measured = np.array(MEASURED_GAINS)
+    assert np.mean(gains) > measured.mean() - 3 * measured.std(ddof=1) / math.sqrt(len(measured)), gains
     assert min(rises) > 0.0, rises
     n = LEARNING_WINDOW * len(LEARNING_SEEDS)
     pooled_t = float(np.mean(rises)) / math.sqrt((np.mean(first_vars) + np.mean(last_vars)) / n)

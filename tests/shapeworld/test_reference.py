@@ -14,10 +14,10 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def test_binned_averages_each_window_and_skips_nan():
-    steps = [0, 1, 2, 3, 4, 5, 6]
+    steps = [1, 2, 3, 4, 5, 6, 7]
     values = [1.0, 3.0, 5.0, float("nan"), 10.0, 20.0, float("nan")]
     centres, means = ref.binned(steps, values, window=2)
-    np.testing.assert_allclose(centres, [0.5, 2.5, 4.5])  # the bin [6, 8) holds only NaN
+    np.testing.assert_allclose(centres, [1.5, 3.5, 5.5])  # the bin of steps 7-8 holds only NaN
     np.testing.assert_allclose(means, [2.0, 5.0, 15.0])
 
 
