@@ -195,8 +195,13 @@ class HeldoutAccuracyCallback(L.Callback):
         self.rewards: list[float] = []
         self.train_correct: list[float] = []
         self.kls: list[float] = []
-        self.reference_curves = reference_curves
         self.run_settings = dict(run_settings or {})
+        # loaded here, so that a missing or malformed file stops the run before training, not after
+        self.reference = None
+        if reference_curves is not None:
+            from t2ir1.shapeworld.reference import SHIPPED, ReferenceCurves
+
+            self.reference = ReferenceCurves.load(SHIPPED if reference_curves == "shipped" else reference_curves)
 
     def evaluate(self, pl_module, tag: str, files: bool = True) -> dict[str, float]:
         """Held-out accuracy table of ``pl_module.policy`` (``files``: also ``heldout_{tag}.png`` / ``.jsonl``)."""
@@ -337,14 +342,12 @@ class HeldoutAccuracyCallback(L.Callback):
             kl=(self.steps, self.kls),
             heldout=([row["step"] for row in evaluations], [100 * row["overall"] for row in evaluations]),
         )
-        reference, title = None, ""
-        if self.reference_curves is not None:
-            path = ref.SHIPPED if self.reference_curves == "shipped" else Path(self.reference_curves)
-            reference = ref.ReferenceCurves.load(path)
+        reference, title = self.reference, ""
+        if reference is not None:
             differences = reference.differences(self.run_settings)
             if differences:
                 title = "reference from other settings: " + "; ".join(differences)
-                log.warning("reference curves (%s) come from other settings: %s", path, "; ".join(differences))
+                log.warning("the reference curves come from other settings: %s", "; ".join(differences))
             for line in ref.on_track(curves, reference):
                 log.info("on track? %s", line)
         ref.plot(curves, reference, self.out_dir / "curves.png", window=self.plot_window, title=title)

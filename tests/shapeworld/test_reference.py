@@ -120,6 +120,11 @@ def test_demo_run_draws_its_curves_over_a_reference_built_from_a_run(tmp_path, c
     assert (tmp_path / "reference.png").is_file()
 
 
-def test_missing_reference_file_says_how_to_build_it(tmp_path):
+def test_missing_reference_file_stops_the_callback_at_construction_and_says_how_to_build_it(tmp_path):
+    from t2ir1.shapeworld.callbacks import HeldoutAccuracyCallback
+
     with pytest.raises(FileNotFoundError, match="python -m t2ir1.shapeworld.reference"):
-        ref.ReferenceCurves.load(tmp_path / "absent.json")
+        HeldoutAccuracyCallback(out_dir=str(tmp_path), num_prompts=4, reference_curves=str(tmp_path / "absent.json"))
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a reference-curves file"):
+        ref.ReferenceCurves.load(tmp_path / "other.json")
