@@ -249,9 +249,10 @@ def on_track(run: RunCurves, reference: ReferenceCurves) -> list[str]:
             continue
         mean, low, high = ref.at(step)
         where = "below the reference range" if value < low else "above it" if value > high else "inside it"
+        digits = 1 if name == "heldout" else 3  # percent / reward
         lines.append(
-            f"{TITLES[name]} at step {step:.0f}: {value:.3f} (reference {mean:.3f}, range {low:.3f}-{high:.3f} "
-            f"over {len(reference.seeds)} runs): {where}"
+            f"{TITLES[name]} at step {step:.0f}: {value:.{digits}f} (reference {mean:.{digits}f}, "
+            f"range {low:.{digits}f}-{high:.{digits}f} over {len(reference.seeds)} runs): {where}"
         )
     return lines
 
