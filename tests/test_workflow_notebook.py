@@ -7,7 +7,7 @@ import os
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from workflow_runs import REPO, compose_train
+from workflow_runs import REPO, compose_demo, compose_train
 
 from t2ir1.train import run
 
@@ -32,26 +32,15 @@ def test_notebook_runs_on_a_tiny_run(tmp_path, monkeypatch, prefer_wandb):
 
 @pytest.mark.slow  # a 2-step ShapeWorld demo run + a kernel start: ~40 s
 def test_notebook_draws_a_demo_run_over_the_reference_curves(tmp_path, monkeypatch):
-    from hydra import compose, initialize_config_dir
-
     out = tmp_path / "run"
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=demo",
-                f"paths.output_dir={out}",
-                "logger=csv",
-                "trainer.max_steps=2",
-                "trainer.enable_progress_bar=false",
-                "data.batch_size=2",
-                "algo.group_size=2",
-                "callbacks.heldout.num_prompts=6",
-                "callbacks.heldout.grid_images=0",
-                "callbacks.checkpoint=null",
-                "run_name=test",
-            ],
-        )
+    cfg = compose_demo(
+        out,
+        "trainer.max_steps=2",
+        "data.batch_size=2",
+        "algo.group_size=2",
+        "callbacks.heldout.num_prompts=6",
+        "callbacks.heldout.grid_images=0",
+    )
     run(cfg)
     monkeypatch.setenv("T2IR1_RUN_DIR", str(out))
     monkeypatch.setenv("MPLBACKEND", "Agg")

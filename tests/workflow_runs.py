@@ -33,6 +33,24 @@ def compose_train(output_dir: Path, *overrides: str) -> DictConfig:
         )
 
 
+def compose_demo(output_dir: Path, *overrides: str) -> DictConfig:
+    """``python train.py experiment=demo`` (the ShapeWorld demo) writing ``metrics.csv`` to
+    ``output_dir``, without progress bar or checkpoints; ``overrides`` shrink or change it."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                "experiment=demo",
+                f"paths.output_dir={output_dir}",
+                "logger=csv",
+                "trainer.enable_progress_bar=false",
+                "callbacks.checkpoint=null",
+                "run_name=test",
+                *overrides,
+            ],
+        )
+
+
 def read_metrics(csv_path: Path) -> dict[int, dict[str, float]]:
     """``metrics.csv`` as ``{step: {metric: value}}`` (empty cells left out)."""
     rows: dict[int, dict[str, float]] = {}

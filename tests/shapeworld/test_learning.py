@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from workflow_runs import compose_demo
 
 from t2ir1.data.records import PromptRecord
 from t2ir1.policy.prompts import DEFAULT_REASONING_PROMPT, SYSTEM_PROMPT
@@ -114,20 +115,7 @@ def _demo_run(seed: int, out_dir: Path) -> dict:
     wall-time cap (a slow or busy machine must not cut the run short): the held-out summary."""
     from t2ir1.train import run
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=demo",
-                f"seed={seed}",
-                f"paths.output_dir={out_dir}",
-                "logger=csv",
-                "trainer.max_time=null",
-                "trainer.enable_progress_bar=false",
-                "callbacks.checkpoint=null",
-                "run_name=test",
-            ],
-        )
+    cfg = compose_demo(out_dir, f"seed={seed}", "trainer.max_time=null")
     run(cfg)
     return json.loads((out_dir / "heldout" / "heldout_accuracy.json").read_text())
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from workflow_runs import compose_demo
 
 from t2ir1.shapeworld import reference as ref
 
@@ -77,25 +78,16 @@ def test_demo_run_draws_its_curves_over_a_reference_built_from_a_run(tmp_path, c
     from t2ir1.train import run
 
     out = tmp_path / "run"
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=demo",
-                f"paths.output_dir={out}",
-                "logger=csv",
-                "trainer.max_steps=4",
-                "trainer.enable_progress_bar=false",
-                "data.batch_size=2",
-                "algo.group_size=2",
-                "callbacks.heldout.num_prompts=6",
-                "callbacks.heldout.every_n_steps=2",
-                "callbacks.heldout.grid_images=0",
-                "callbacks.sample_grid=null",
-                "callbacks.checkpoint=null",
-                "run_name=test",
-            ],
-        )
+    cfg = compose_demo(
+        out,
+        "trainer.max_steps=4",
+        "data.batch_size=2",
+        "algo.group_size=2",
+        "callbacks.heldout.num_prompts=6",
+        "callbacks.heldout.every_n_steps=2",
+        "callbacks.heldout.grid_images=0",
+        "callbacks.sample_grid=null",
+    )
     with caplog.at_level(logging.INFO, logger="t2ir1.shapeworld.callbacks"):
         run(cfg)
     summary = json.loads((out / "heldout" / "heldout_accuracy.json").read_text())
