@@ -277,10 +277,14 @@ def scene_for(record: PromptRecord, rng: np.random.Generator | int, world: World
     return Scene(objects=objects, size=world.image_size, background=world.background)
 
 
+def region_at(cx: float, cy: float, size: int) -> tuple[int, int]:
+    """(row, column) of the point ``(cx, cy)`` in a 3x3 grid over a ``size`` x ``size`` image."""
+    return (min(2, max(0, int(3 * cy // size))), min(2, max(0, int(3 * cx // size))))
+
+
 def region(obj: SceneObject, size: int) -> tuple[int, int]:
     """(row, column) of the object's centre in a 3x3 grid over a ``size`` x ``size`` image."""
-    cx, cy = obj.center
-    return (min(2, int(3 * cy // size)), min(2, int(3 * cx // size)))
+    return region_at(*obj.center, size)
 
 
 def describe(scene: Scene, record: PromptRecord | None = None) -> str:
