@@ -27,6 +27,9 @@ class GRPOSettings:
     new_generations_image: int = 1
     beta: float = 0.01
     levels: Sequence[str] = ("semantic", "token")
+    # sample a semantic CoT before the image (None: exactly when the semantic level is trained);
+    # True with levels ("token",) is the paper's "token only" ablation: CoT sampled, not trained
+    use_cot: bool | None = None
     num_iterations: int = 1
     clip_eps_low: float = 0.2
     clip_eps_high: float = 0.2
@@ -67,6 +70,11 @@ class GRPOSettings:
         unknown = [lvl for lvl in self.levels if lvl not in LEVELS]
         if unknown or not self.levels:
             raise ValueError(f"algo.levels={list(self.levels)} must be a non-empty subset of {list(LEVELS)}")
+        if self.use_cot is False and "semantic" in self.levels:
+            raise ValueError(
+                f"algo.use_cot=false contradicts algo.levels={list(self.levels)}: the semantic level trains the "
+                "sampled CoT. Set algo.use_cot=null (CoT when the semantic level is trained) or algo.levels=[token]"
+            )
         if self.group_size * self.new_generations_image < 2:
             raise ValueError(
                 "algo.group_size * algo.new_generations_image must be >= 2: group-normalised advantages "
@@ -108,4 +116,5 @@ class GRPOSettings:
 
     @property
     def uses_semantic_cot(self) -> bool:
-        return "semantic" in self.levels
+        """Whether rollouts sample a semantic CoT (``use_cot``, else whether the semantic level is trained)."""
+        return "semantic" in self.levels if self.use_cot is None else bool(self.use_cot)

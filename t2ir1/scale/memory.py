@@ -109,6 +109,8 @@ class StepShape:
     semantic_prompt_tokens: int = 160
     max_cot_tokens: int = 1024
     levels: tuple[str, ...] = ("semantic", "token")
+    # rollouts sample a CoT (None: when the semantic level is trained; algo.use_cot)
+    use_cot: bool | None = None
     logprob_chunk_logits: int = LOGPROB_CHUNK_LOGITS
     activation_checkpointing: bool = False
     beta: float = 0.01
@@ -223,12 +225,12 @@ def memory_plan(config: JanusConfig, shape: StepShape) -> dict[str, float]:
     image_rows = rows if shape.rollout_chunk_rows is None else min(rows, shape.rollout_chunk_rows)
     image_kv = shape.compute_bytes * layers * (shape.cfg_rows * image_rows) * (
         shape.image_prompt_tokens + shape.image_tokens) * kv_width
-    use_cot = "semantic" in shape.levels
+    use_cot = shape.use_cot if shape.use_cot is not None else "semantic" in shape.levels
     text_rows = shape.prompts_per_rank * shape.group_size
     text_kv = (shape.compute_bytes * layers * text_rows * (shape.semantic_prompt_tokens + shape.max_cot_tokens)
                * kv_width) if use_cot else 0.0
     tokens = (shape.image_prompt_tokens + shape.image_tokens) if "token" in shape.levels else 0
-    if use_cot:
+    if "semantic" in shape.levels:
         tokens += shape.semantic_prompt_tokens + shape.max_cot_tokens
     per_token = saved_per_token(hidden, inter, kv_width // 2, trained_norms=shape.lora_rank is None)
     if shape.lora_rank is not None:  # each adapter keeps its down-projection (r per token)
@@ -355,6 +357,7 @@ def shape_from_config(cfg, janus: JanusConfig | None = None) -> StepShape:
         semantic_prompt_tokens=min(defaults.semantic_prompt_tokens, prompt_cap or defaults.semantic_prompt_tokens),
         max_cot_tokens=int(algo.get("max_new_tokens", 1024)),
         levels=tuple(algo.get("levels", ("semantic", "token"))),
+        use_cot=algo.get("use_cot"),
         logprob_chunk_logits=int(algo.get("logprob_chunk_logits", LOGPROB_CHUNK_LOGITS)),
         activation_checkpointing=bool(fsdp and strategy.get("activation_checkpointing")),
         beta=float(algo.get("beta", 0.01)),

@@ -103,6 +103,25 @@ def test_token_level_only_samples_no_cot(tiny_policy):
     assert logp.shape == (8, tiny_policy.num_image_tokens) and mask.all()
 
 
+def test_token_level_only_with_cot_samples_the_cot_but_trains_image_tokens_only(tiny_policy):
+    """The paper's "token only": the image is drawn from prompt + sampled CoT; only its tokens are trained."""
+    module = make_module(tiny_policy, levels=["token"], use_cot=True)
+    rollout, loss, _ = one_step(module)
+    assert rollout.semantic is not None and all(isinstance(cot, str) for cot in rollout.cots)
+    logp, mask = module.sequence_logprobs(rollout, module.policy)
+    assert logp.shape == (8, tiny_policy.num_image_tokens) and mask.all()
+    # the CoT is in the image prompt the image tokens were scored under
+    bare = make_module(tiny_policy, levels=["token"])
+    assert rollout.generation.image_prompt_ids.shape[1] > bare.rollout(RECORDS, step=0).generation.image_prompt_ids.shape[1]
+    loss.backward()
+    assert all(p.grad is None or not p.grad.abs().sum() for p in module.policy.lm_head.parameters())
+
+
+def test_use_cot_false_with_the_semantic_level_is_refused():
+    with pytest.raises(ValueError, match="use_cot=false contradicts"):
+        GRPOSettings(levels=["semantic", "token"], use_cot=False)
+
+
 def test_semantic_level_only_trains_text_tokens_only(tiny_policy):
     module = make_module(tiny_policy, levels=["semantic"])
     rollout, _, _ = one_step(module)
