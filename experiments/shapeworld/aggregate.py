@@ -117,6 +117,10 @@ def significance_lines(differences: dict[str, dict[str, dict]]) -> list[str]:
     """One sentence per arm: which categories differ from BiCoT at the 5% level and which do not."""
     lines = []
     for label, columns in differences.items():
+        pairs = len(columns["overall"]["seeds"])
+        if pairs < 2:
+            lines.append(f"- {label}: one seed paired with BiCoT so far: no test yet.")
+            continue
         better = [c for c in COLUMNS if columns[c]["significant"] and columns[c]["mean"] > 0]
         worse = [c for c in COLUMNS if columns[c]["significant"] and columns[c]["mean"] < 0]
         parts = []
@@ -125,7 +129,7 @@ def significance_lines(differences: dict[str, dict[str, dict]]) -> list[str]:
         if better:
             parts.append("above BiCoT in " + ", ".join(better))
         verdict = "; ".join(parts) if parts else "no significant difference from BiCoT in any category"
-        lines.append(f"- {label}: {verdict} (paired t, 95%, {len(columns['overall']['seeds'])} seeds).")
+        lines.append(f"- {label}: {verdict} (paired t, 95%, {pairs} seeds).")
     return lines
 
 

@@ -53,6 +53,7 @@ def test_report_pairs_by_seed_across_parts_and_states_significance(tmp_path):
     text = (tmp_path / "report" / "results.md").read_text()
     assert "- semantic only: below BiCoT in " in text and "overall (paired t, 95%, 5 seeds)" in text
     assert "- token only (CoT sampled): no significant difference from BiCoT in any category" in text
+    assert "- token only without CoT: one seed paired with BiCoT so far: no test yet." in text
     # one evaluation over 240 records, 40 per category, at 20-45 %: about 3 points
     assert 2.0 < payload["evaluation_se_points"] < 3.5
     assert (tmp_path / "report" / "accuracy.png").stat().st_size > 0
