@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ShapeWorld ablation (issue 17 point 3): RL arms x seeds from the shipped checkpoint, each at the demo's
 # budget, then the report (mean and 95% interval per arm and category, paired differences against BiCoT).
+# 960 held-out records every 100 steps, as the demo's reference runs (BiCoT seeds 1-3 of part 1 are those runs).
 # The "no RL" arm is every run's `before` evaluation (same seed, same held-out samples).
 #   bash experiments/shapeworld/run_ablation.sh                               # 4 arms x 5 seeds, 800 steps
 #   SEEDS="0 1" RUNS=outputs/ablation_part1 bash experiments/shapeworld/run_ablation.sh   # one part
@@ -12,7 +13,7 @@
 set -euo pipefail
 STEPS=${STEPS:-800}
 SEEDS=${SEEDS:-"0 1 2 3 4"}
-HELDOUT=${HELDOUT:-240}
+HELDOUT=${HELDOUT:-960}
 EVERY=${EVERY:-100}
 ARMS=${ARMS:-"bicot semantic token_cot token"}
 RUNS=${RUNS:-outputs/shapeworld_ablation}
