@@ -155,7 +155,7 @@ def per_seed_markdown(table: dict[str, dict[str, dict[int, float]]]) -> str:
     return "\n".join(lines)
 
 
-def plot_accuracy(table: dict[str, dict[str, list[float]]], path: Path) -> None:
+def plot_accuracy(table: dict[str, dict[str, dict[int, float]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

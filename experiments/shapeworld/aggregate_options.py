@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
-import numpy as np
-
+from t2ir1.evaluate.stats import mean_ci
 from t2ir1.shapeworld.prompts import CATEGORIES
 
 COLUMNS = (*CATEGORIES, "overall")
@@ -61,9 +59,9 @@ def load(runs_dir: Path) -> dict[tuple[str, str], dict[int, dict[str, float]]]:
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
-    array = np.asarray(values, dtype=float)
-    se = float(array.std(ddof=1) / math.sqrt(len(array))) if len(array) > 1 else float("nan")
-    return float(array.mean()), se
+    """Mean over seeds and its standard error (NaN for one seed)."""
+    interval = mean_ci(values)
+    return interval.mean, interval.se
 
 
 def main() -> None:
@@ -102,6 +100,7 @@ def main() -> None:
         lines.append(f"| {label} | {','.join(map(str, seeds))} | {mean:+.1f} ± {se:.1f} | {t:.2f} | {pmean:+.1f} ± {pse:.1f} |")
     text = "\n".join(lines) + "\n"
     print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "options_results.md").write_text(text)
     (args.out / "options_results.json").write_text(json.dumps(result, indent=2) + "\n")
 
