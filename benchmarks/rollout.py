@@ -121,7 +121,7 @@ def demo_rollout(repeats: int) -> dict[str, float]:
         semantic = legacy.sample_semantic_cot(policy, ids, mask, 8, 40, 1.0, generators)
         img_ids, img_mask = policy.encode_image_prompts([p for p in prompts for _ in range(8)], semantic.texts)
         tokens = legacy.sample_image_tokens(policy, img_ids, img_mask, 1.0, 1.0, generators)
-        policy.to_pil(policy.decode_images(tokens))
+        policy.to_pil(legacy.decode_images(policy, tokens))
 
     def original_step():
         original_rollout(policy, batch("original"), template, SYSTEM_PROMPT, 8, 40, 1.0)

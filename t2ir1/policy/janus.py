@@ -461,11 +461,19 @@ class JanusPolicy(nn.Module):
     @torch.no_grad()
     def decode_images(self, image_tokens: torch.Tensor, micro_batch_size: int = 16, truncate: bool = False) -> torch.Tensor:
         """VQ codes ``[N, T]`` -> uint8 RGB ``[N, S, S, 3]`` via ``(x + 1) / 2 * 255``, clipped
-        (rounded; ``truncate``: the original's cast, see :func:`pixels_to_uint8`)."""
+        (rounded; ``truncate``: the original's cast, see :func:`pixels_to_uint8`).
+
+        The arithmetic is ``JanusVQVAE.decode``'s (codebook lookup, ``post_quant_conv``, decoder).
+        On CPU the activations run channels-last: oneDNN's convolutions skip their layout
+        reorders, 1.4x faster on the ShapeWorld decoder (32 images, 1 thread), pixels within one
+        grey level of the NCHW decode. GPUs keep NCHW until it is measured there.
+        """
         vq = self.model.model.vqmodel
+        layout = torch.channels_last if image_tokens.device.type == "cpu" else torch.contiguous_format
         pieces = []
         for start in range(0, image_tokens.shape[0], micro_batch_size):
-            pixels = vq.decode(image_tokens[start : start + micro_batch_size])  # [n, 3, S, S] in ~[-1, 1]
+            latents = vq.quantize.get_codebook_entry(image_tokens[start : start + micro_batch_size])
+            pixels = vq.decoder(vq.post_quant_conv(latents.contiguous(memory_format=layout)))  # [n, 3, S, S], ~[-1, 1]
             pieces.append(pixels_to_uint8(pixels, truncate).permute(0, 2, 3, 1).cpu())  # [n, S, S, 3]
         return torch.cat(pieces)
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 
 from t2ir1.policy.prompts import image_prompt
+from t2ir1.testing.legacy_rollout import decode_images
 
 SPLIT_SIZE = 32  # grpo_trainer.py:602
 
@@ -101,4 +102,4 @@ def original_rollout(policy, prompts: Sequence[str], reasoning_template: str, sy
     img_ids, img_mask = right_padded_image_prompts(policy, texts)
     tokens = original_image_tokens(policy, img_ids, img_mask, cfg_weight)
     # uint8 by truncation: the clipped floats are assigned to a uint8 array (grpo_trainer.py:704-706)
-    return policy.to_pil(policy.decode_images(tokens, decode_micro_batch_size, truncate=True))
+    return policy.to_pil(decode_images(policy, tokens, decode_micro_batch_size, truncate=True))  # NCHW, as the original

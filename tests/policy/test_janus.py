@@ -67,10 +67,11 @@ def test_decode_images_maps_vq_output_to_uint8(tiny_policy):
     tokens = torch.randint(0, 256, (3, tiny_policy.num_image_tokens))
     pixels = tiny_policy.decode_images(tokens, micro_batch_size=2)
     assert pixels.shape == (3, 32, 32, 3) and pixels.dtype == torch.uint8
-    raw = tiny_policy.model.model.vqmodel.decode(tokens[:1]).detach()
+    raw = tiny_policy.model.model.vqmodel.decode(tokens).detach()  # transformers' own decode, NCHW
     expected = ((raw + 1) / 2 * 255).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
-    # batched vs single decode may differ in the last float bit, so allow one grey level
-    assert (pixels[:1].int() - expected.int()).abs().max() <= 1
+    # channels-last convolutions (CPU) and other batch sizes may differ in the last float bit: one grey level
+    assert (pixels.int() - expected.int()).abs().max() <= 1
+    assert (pixels != expected).float().mean() < 0.01
 
 
 def test_uint8_truncation_quirk_floors_where_rounding_goes_up(tiny_policy):
