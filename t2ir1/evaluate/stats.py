@@ -52,7 +52,14 @@ class PairedDifference(Interval):
         if self.n < 2:
             return f"{self.mean:+.{digits}f} (1 pair)"
         mark = " *" if self.significant else ""
-        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}], p {self.p:.2g}{mark}"
+        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}], p {format_p(self.p)}{mark}"
+
+
+def format_p(p: float) -> str:
+    """Two significant digits, three near 5% (0.0497 reads "0.0497", not "0.05"); "< 0.001" below that."""
+    if p < 0.001:
+        return "< 0.001"
+    return f"{p:.3g}" if 0.01 <= p < 0.1 else f"{p:.2g}"
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:

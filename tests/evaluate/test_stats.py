@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from t2ir1.evaluate.stats import binomial_se, mean_ci, paired_difference
+from t2ir1.evaluate.stats import binomial_se, format_p, mean_ci, paired_difference
 
 
 def test_mean_ci_by_hand():
@@ -57,3 +57,8 @@ def test_binomial_se():
     assert binomial_se(0.5, 100) == pytest.approx(0.05)
     with pytest.raises(ValueError):
         binomial_se(0.5, 0)
+
+
+def test_p_values_near_five_percent_keep_a_third_digit():
+    assert format_p(0.0497) == "0.0497" and format_p(0.0503) == "0.0503"  # both would print "0.05"
+    assert format_p(0.25) == "0.25" and format_p(0.0042) == "0.0042" and format_p(0.0004) == "< 0.001"
