@@ -459,17 +459,24 @@ class JanusPolicy(nn.Module):
 
     # ---------------------------------------------------------------- images
     @torch.no_grad()
-    def decode_images(self, image_tokens: torch.Tensor, micro_batch_size: int = 16, truncate: bool = False) -> torch.Tensor:
+    def decode_images(
+        self,
+        image_tokens: torch.Tensor,
+        micro_batch_size: int = 16,
+        truncate: bool = False,
+        layout: torch.memory_format | None = None,
+    ) -> torch.Tensor:
         """VQ codes ``[N, T]`` -> uint8 RGB ``[N, S, S, 3]`` via ``(x + 1) / 2 * 255``, clipped
         (rounded; ``truncate``: the original's cast, see :func:`pixels_to_uint8`).
 
         The arithmetic is ``JanusVQVAE.decode``'s (codebook lookup, ``post_quant_conv``, decoder).
-        On CPU the activations run channels-last: oneDNN's convolutions skip their layout
-        reorders, 1.3x faster on the ShapeWorld decoder (32 images, idle, 1 or 2 threads), pixels
-        within one grey level of the NCHW decode. GPUs keep NCHW until it is measured there.
+        ``layout`` of the activations (default: channels-last on CPU, where oneDNN's convolutions
+        skip their layout reorders: 1.3x faster on the ShapeWorld decoder, 32 images, idle, 1 or 2
+        threads, pixels within one grey level of NCHW; GPUs keep NCHW until it is measured there).
         """
         vq = self.model.model.vqmodel
-        layout = torch.channels_last if image_tokens.device.type == "cpu" else torch.contiguous_format
+        if layout is None:
+            layout = torch.channels_last if image_tokens.device.type == "cpu" else torch.contiguous_format
         pieces = []
         for start in range(0, image_tokens.shape[0], micro_batch_size):
             latents = vq.quantize.get_codebook_entry(image_tokens[start : start + micro_batch_size])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from t2ir1.policy.janus import JanusPolicy, pixels_to_uint8
+from t2ir1.policy.janus import JanusPolicy
 from t2ir1.policy.logprobs import positions_from_mask
 
 
@@ -181,15 +181,6 @@ def sample_image_tokens(
     return image_tokens
 
 
-@torch.no_grad()
 def decode_images(policy: JanusPolicy, image_tokens: torch.Tensor, micro_batch_size: int = 16, truncate: bool = False) -> torch.Tensor:
-    """The VQ decode before the engine's channels-last one: ``JanusVQVAE.decode`` in NCHW, 16 images a call.
-
-    Returns ``[N, S, S, 3]`` uint8, the layout of :meth:`JanusPolicy.decode_images`.
-    """
-    vq = policy.model.model.vqmodel
-    pieces = [
-        pixels_to_uint8(vq.decode(image_tokens[start : start + micro_batch_size]), truncate).permute(0, 2, 3, 1).cpu()
-        for start in range(0, image_tokens.shape[0], micro_batch_size)
-    ]
-    return torch.cat(pieces)
+    """The VQ decode before the engine's channels-last one: NCHW activations, ``micro_batch_size`` images a call."""
+    return policy.decode_images(image_tokens, micro_batch_size, truncate, layout=torch.contiguous_format)
