@@ -675,6 +675,7 @@ class GenerationEngine:
         return generation
 
     # ------------------------------------------------------------------ semantic level
+    @torch.no_grad()
     def sample_cot(
         self,
         prompt_ids: torch.Tensor,
@@ -756,6 +757,7 @@ class GenerationEngine:
         }
 
     # ------------------------------------------------------------------ token level
+    @torch.no_grad()
     def sample_images(
         self,
         prompt_ids: torch.Tensor,

@@ -63,3 +63,19 @@ def test_weights_are_fused_on_cpu_only_below_the_size_limit(tiny_policy, monkeyp
     unfused, tokens_unfused = sample()
     assert fused and not unfused
     torch.testing.assert_close(tokens_unfused, tokens_fused)
+
+
+def test_sampling_builds_no_autograd_graph_when_called_directly(tiny_policy):
+    """``sample_cot`` / ``sample_images`` are entry points of their own (fidelity, benchmarks): with
+    grad enabled and trainable weights they must not record a graph (at Janus-Pro-1B's size a
+    recorded prefill kept every activation alive and cost 1.5x its time in page faults)."""
+    from t2ir1.rollout.sampling import prompt_generators
+
+    assert torch.is_grad_enabled() and any(p.requires_grad for p in tiny_policy.language_model.parameters())
+    engine = GenerationEngine(tiny_policy, SamplingOptions(cfg_weight=3.0, max_new_tokens=4))
+    ids, mask = tiny_policy.encode_image_prompts(["two green cups", "a dog"], [None] * 2)
+    _, logp, _ = engine.sample_images(ids, mask, 1, prompt_generators([1, 2]), decode=False)
+    ids, mask = tiny_policy.encode_semantic_prompts(["a cat"], "Describe {}.", "S")
+    cot = engine.sample_cot(ids, mask, 2, prompt_generators([1]))
+    assert logp.grad_fn is None and not logp.requires_grad
+    assert cot["logp"].grad_fn is None and not cot["logp"].requires_grad
