@@ -9,12 +9,14 @@ exist at a time, in the forward and in the recomputation of the backward.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+from transformers import DynamicCache
 
 if TYPE_CHECKING:
     from t2ir1.rollout.engine import Generation
@@ -93,6 +95,12 @@ def text_logprobs(
 ) -> torch.Tensor:
     """Log-probs of the semantic-CoT tokens under ``language_model`` + ``lm_head``.
 
+    The ``G`` CoTs of a prompt share its semantic prompt (about 100 tokens against a CoT of
+    at most 40 in the demo): when rows repeat, each distinct prompt runs once and its key/value
+    states serve every CoT drawn from it (:func:`_shared_prompt_states`); gradients flow
+    through the shared states as through ``G`` copies. Without repeated rows, or while
+    activation checkpointing would recompute the layers, one forward covers prompt + completion.
+
     Args:
         prompt_ids, prompt_mask: ``[N, P]`` left-padded semantic prompts.
         completion_ids, completion_mask: ``[N, C]`` sampled completions (mask 1 up to and
@@ -103,20 +111,87 @@ def text_logprobs(
     Returns:
         ``[N, C]`` float32 log-probabilities (values at masked positions are meaningless).
     """
-    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [N, P+C]
-    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-    inputs = {"input_ids": input_ids} if embed is None else {"inputs_embeds": embed(input_ids)}  # [N, P+C(, H)]
-    out = language_model(
-        **inputs,
-        attention_mask=attention_mask,
-        position_ids=positions_from_mask(attention_mask),
-        use_cache=False,
-    )
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [N, P+C]
+    positions = positions_from_mask(attention_mask)
     n_prompt, n_completion = prompt_ids.shape[1], completion_ids.shape[1]
-    # the hidden state at position i predicts token i + 1
-    hidden = out.last_hidden_state[:, n_prompt - 1 : n_prompt - 1 + n_completion]  # [N, C, H]
+
+    def inputs(ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"input_ids": ids} if embed is None else {"inputs_embeds": embed(ids)}
+
+    distinct = _distinct_prompts(prompt_ids, prompt_mask) if _may_share_prompts(language_model) else None
+    if distinct is None:
+        out = language_model(
+            **inputs(torch.cat([prompt_ids, completion_ids], dim=1)),
+            attention_mask=attention_mask,
+            position_ids=positions,
+            use_cache=False,
+        )
+        # the hidden state at position i predicts token i + 1
+        hidden = out.last_hidden_state[:, n_prompt - 1 : n_prompt - 1 + n_completion]  # [N, C, H]
+    else:
+        rows, row_of = distinct  # [U] a row of each distinct prompt, [N] each row's distinct prompt
+        cache, hidden = _shared_prompt_states(language_model, inputs(prompt_ids[rows]), prompt_mask[rows], row_of)
+        if n_completion > 1:  # the completion's own tokens predict all but its first
+            out = language_model(
+                **inputs(completion_ids[:, :-1]),
+                attention_mask=attention_mask[:, :-1],
+                position_ids=positions[:, n_prompt:-1],
+                use_cache=True,
+                **{_cache_keyword(language_model): cache},
+            )
+            hidden = torch.cat([hidden, out.last_hidden_state], dim=1)  # [N, C, H]
     chunk = positions_per_chunk(chunk_logits, lm_head.out_features)
     return selective_logprobs(hidden, completion_ids, lm_head, chunk)
+
+
+def _may_share_prompts(language_model: nn.Module) -> bool:
+    """Whether a forward may run on a prompt's cached states: not when a backward will recompute
+    the decoder layers (activation checkpointing would write the cache a second time)."""
+    if not torch.is_grad_enabled():
+        return True
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
+
+    return not any(
+        isinstance(layer, CheckpointWrapper) or getattr(layer, "gradient_checkpointing", False)
+        for layer in getattr(language_model, "layers", [])
+    )
+
+
+def _distinct_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(rows, row_of)``: one row index per distinct prompt ``[U]`` and each row's prompt ``[N]``
+    (``prompt_ids[rows][row_of] == prompt_ids``), or None unless at least two rows share each
+    prompt on average (sharing then saves more than its second forward costs)."""
+    keys = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1)  # [N, 2P]
+    _, row_of = torch.unique(keys, dim=0, return_inverse=True)  # [N] in 0 .. U-1
+    n_distinct = int(row_of.max()) + 1
+    if 2 * n_distinct > prompt_ids.shape[0]:
+        return None
+    first = torch.full((n_distinct,), prompt_ids.shape[0], dtype=torch.long, device=row_of.device)
+    rows = first.scatter_reduce(0, row_of, torch.arange(prompt_ids.shape[0], device=row_of.device), "amin")
+    return rows, row_of
+
+
+def _cache_keyword(language_model: nn.Module) -> str:
+    """The forward's KV-cache argument: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(language_model.forward).parameters else "past_key_values"
+
+
+def _shared_prompt_states(
+    language_model: nn.Module, prompt_inputs: dict[str, torch.Tensor], prompt_mask: torch.Tensor, row_of: torch.Tensor
+) -> tuple[DynamicCache, torch.Tensor]:
+    """Run ``U`` distinct prompts once; return their key/value cache expanded to the ``N`` rows
+    (``row_of``) and the hidden state ``[N, 1, H]`` of each row's last prompt position, which
+    predicts its first completion token."""
+    cache = DynamicCache()
+    out = language_model(
+        **prompt_inputs,
+        attention_mask=prompt_mask,
+        position_ids=positions_from_mask(prompt_mask),
+        use_cache=True,
+        **{_cache_keyword(language_model): cache},
+    )
+    cache.batch_select_indices(row_of)  # [U, ...] -> [N, ...], differentiable indexing
+    return cache, out.last_hidden_state[row_of, -1:]
 
 
 def image_logprobs(

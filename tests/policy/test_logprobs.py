@@ -45,6 +45,83 @@ def test_text_logprobs_match_the_models_own_logits(tiny_policy):
         assert torch.allclose(ours[row, keep], expected[keep], atol=1e-5)
 
 
+def _grouped_text_batch(policy, group=4, length=6):
+    """Two prompts x ``group`` CoTs of uneven length (the training batch's layout)."""
+    prompt_ids, prompt_mask = policy.encode_semantic_prompts(["a red cube", "two small cats"], "Say {}.", "S")
+    prompt_ids, prompt_mask = prompt_ids.repeat_interleave(group, 0), prompt_mask.repeat_interleave(group, 0)
+    generator = torch.Generator().manual_seed(0)
+    completion = torch.randint(5, 400, (2 * group, length), generator=generator)
+    completion_mask = torch.ones_like(completion)
+    for row in range(2 * group):
+        completion_mask[row, 1 + row % length :] = 0
+    return prompt_ids, prompt_mask, completion, completion_mask
+
+
+def _text_logprobs_and_grads(policy, batch, share: bool, embed=None):
+    import t2ir1.policy.logprobs as lp
+
+    policy.zero_grad()
+    sharing = lp._distinct_prompts
+    if not share:
+        lp._distinct_prompts = lambda *args: None
+    try:
+        logp = lp.text_logprobs(policy.language_model, policy.lm_head, *batch, embed=embed)
+    finally:
+        lp._distinct_prompts = sharing
+    (logp * batch[3]).sum().backward()
+    return logp.detach(), {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("length", [1, 6])
+@pytest.mark.parametrize("own_embedding", [True, False])
+def test_text_logprobs_share_each_prompt_across_its_cots_exactly(tiny_policy, length, own_embedding):
+    """G CoTs of one prompt: the prompt runs once and its states serve all G (values and
+    gradients as with G copies); the layers see the distinct prompts only."""
+    batch = _grouped_text_batch(tiny_policy, length=length)
+    embed = None if own_embedding else tiny_policy.language_model.get_input_embeddings()
+    rows_seen = []
+    hook = tiny_policy.language_model.layers[0].register_forward_pre_hook(
+        lambda module, args, kwargs: rows_seen.append(kwargs.get("hidden_states", args[0] if args else None).shape[:2]),
+        with_kwargs=True,
+    )
+    try:
+        shared, shared_grads = _text_logprobs_and_grads(tiny_policy, batch, share=True, embed=embed)
+    finally:
+        hook.remove()
+    full, full_grads = _text_logprobs_and_grads(tiny_policy, batch, share=False, embed=embed)
+    n_prompt = batch[0].shape[1]
+    # 2 distinct prompts of P positions, then 8 rows of the completion minus its last token
+    assert rows_seen[0] == (2, n_prompt)
+    assert rows_seen[1:] == ([(8, length - 1)] if length > 1 else [])
+    keep = batch[3].bool()
+    assert torch.allclose(shared[keep], full[keep], atol=1e-5)
+    assert shared_grads.keys() == full_grads.keys()
+    for name, grad in full_grads.items():
+        assert torch.allclose(shared_grads[name], grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_text_logprobs_run_one_forward_when_layers_are_recomputed(tiny_policy):
+    """Activation checkpointing would write the shared cache again in the backward pass: the
+    prompts are then not shared, and the gradients stay those of the plain model."""
+    import copy
+
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
+
+    batch = _grouped_text_batch(tiny_policy)
+    expected, expected_grads = _text_logprobs_and_grads(tiny_policy, batch, share=False)
+    wrapped = copy.deepcopy(tiny_policy)
+    layers = wrapped.language_model.layers
+    for index, layer in enumerate(layers):
+        layers[index] = checkpoint_wrapper(layer, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
+    logp, grads = _text_logprobs_and_grads(wrapped, batch, share=True)
+    keep = batch[3].bool()
+    assert torch.allclose(logp[keep], expected[keep], atol=1e-5)
+    grads = {name.replace("._checkpoint_wrapped_module", ""): grad for name, grad in grads.items()}
+    assert grads.keys() == expected_grads.keys()
+    for name, grad in expected_grads.items():
+        assert torch.allclose(grads[name], grad, atol=1e-5, rtol=1e-4), name
+
+
 def test_image_logprobs_equal_the_rollouts_step_by_step_logits(tiny_policy):
     """With cfg_weight=1 the sampling distribution is the conditional one, so the
     log-probs of one full forward must equal those of the KV-cached rollout."""
