@@ -49,6 +49,7 @@ class Sample:
 # generation-config keys passed to the engine as they are (beyond the named arguments of generate_samples)
 ENGINE_KEYS = (
     "text_top_k", "text_top_p", "image_top_k", "image_top_p", "cfg_uncond", "compile", "chunk_rows", "memory_budget_gib",
+    "decode_dtype",
 )  # fmt: skip
 
 

@@ -33,6 +33,37 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 LORA_KEYS = ("r", "alpha", "target_modules", "dropout")
 
 
+# How the VQ decoder computes (SamplingOptions.decode_dtype): "auto" = bfloat16 autocast on a CPU
+# with native bfloat16 arithmetic (AVX512-BF16 or AMX), else the model's dtype; "model" = the VQ
+# model's own dtype always; "bfloat16" = bfloat16 autocast on any device.
+DECODE_DTYPES = ("auto", "model", "bfloat16")
+
+
+def native_cpu_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles), where oneDNN's
+    bfloat16 convolutions outrun float32 ones. ``torch.cpu``'s ISA probes are private; a torch
+    without them counts as no."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def decode_autocast(dtype: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context the VQ decoder runs in for ``dtype`` (one of :data:`DECODE_DTYPES`).
+
+    On the ShapeWorld decoder (32 images, 2 threads, AMD EPYC with AVX512-BF16) bfloat16 autocast
+    decodes 1.56x faster than float32; pixels differ by 0.24 grey levels on average (at most 8) and
+    958 of the demo's 960 held-out verdicts are unchanged (the other two trade places). A float32
+    decoder on a GPU keeps its dtype under "auto" (not measured there); the paper decodes in the
+    bfloat16 the whole model runs in.
+    """
+    if dtype not in DECODE_DTYPES:
+        raise ValueError(f"decode dtype {dtype!r} is unknown; use one of {list(DECODE_DTYPES)}")
+    device = torch.device(device)
+    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cpu" and native_cpu_bfloat16()):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def pixels_to_uint8(pixels: torch.Tensor, truncate: bool = False) -> torch.Tensor:
     """VQ decoder output in ``[-1, 1]`` -> uint8 ``(x + 1) / 2 * 255``, clipped to ``[0, 255]``.
 
@@ -465,6 +496,7 @@ class JanusPolicy(nn.Module):
         micro_batch_size: int = 16,
         truncate: bool = False,
         layout: torch.memory_format | None = None,
+        dtype: str = "auto",
     ) -> torch.Tensor:
         """VQ codes ``[N, T]`` -> uint8 RGB ``[N, S, S, 3]`` via ``(x + 1) / 2 * 255``, clipped
         (rounded; ``truncate``: the original's cast, see :func:`pixels_to_uint8`).
@@ -473,6 +505,7 @@ class JanusPolicy(nn.Module):
         ``layout`` of the activations (default: channels-last on CPU, where oneDNN's convolutions
         skip their layout reorders: 1.3x faster on the ShapeWorld decoder, 32 images, idle, 1 or 2
         threads, pixels within one grey level of NCHW; GPUs keep NCHW until it is measured there).
+        ``dtype`` of the decoder's arithmetic (:data:`DECODE_DTYPES`, :func:`decode_autocast`).
         """
         vq = self.model.model.vqmodel
         if layout is None:
@@ -480,7 +513,8 @@ class JanusPolicy(nn.Module):
         pieces = []
         for start in range(0, image_tokens.shape[0], micro_batch_size):
             latents = vq.quantize.get_codebook_entry(image_tokens[start : start + micro_batch_size])
-            pixels = vq.decoder(vq.post_quant_conv(latents.contiguous(memory_format=layout)))  # [n, 3, S, S], ~[-1, 1]
+            with decode_autocast(dtype, image_tokens.device):
+                pixels = vq.decoder(vq.post_quant_conv(latents.contiguous(memory_format=layout)))  # [n, 3, S, S], ~[-1, 1]
             pieces.append(pixels_to_uint8(pixels, truncate).permute(0, 2, 3, 1).cpu())  # [n, S, S, 3]
         return torch.cat(pieces)
 

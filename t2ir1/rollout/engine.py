@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from t2ir1.policy.janus import DECODE_DTYPES
 from t2ir1.policy.logprobs import positions_from_mask
 from t2ir1.rollout.image_prompts import image_prompts
 from t2ir1.rollout.sampling import draw, prompt_generators, sampling_logits, unconditional_ids
@@ -75,6 +76,10 @@ class SamplingOptions:
         compile: ``none`` | ``default`` | ``reduce-overhead`` | ``max-autotune``
             (``torch.compile`` of the static decode step).
         decode_micro_batch_size: images per VQ-decoder call.
+        decode_dtype: the VQ decoder's arithmetic: ``auto`` (bfloat16 autocast on a CPU with
+            native bfloat16, else the model's dtype), ``model`` or ``bfloat16``
+            (:func:`t2ir1.policy.janus.decode_autocast`). It changes the pixels slightly, never
+            the sampled tokens.
         prompt_quirks: the original's image-prompt details (``t2ir1.rollout.image_prompts``:
             unstripped CoT, right padding with the position gap before ``<begin_of_image>``,
             unconditional rows attending to every position) and its uint8 truncation when
@@ -94,6 +99,7 @@ class SamplingOptions:
     memory_budget_gib: float | None = None
     compile: str = "none"
     decode_micro_batch_size: int = 16
+    decode_dtype: str = "auto"
     prompt_quirks: bool = False
 
     def __post_init__(self) -> None:
@@ -121,6 +127,7 @@ class SamplingOptions:
                 "> 0 or null",
             ),
             (self.decode_micro_batch_size >= 1, "decode_micro_batch_size", self.decode_micro_batch_size, ">= 1"),
+            (self.decode_dtype in DECODE_DTYPES, "decode_dtype", self.decode_dtype, f"one of {list(DECODE_DTYPES)}"),
         ]
         for ok, key, value, allowed in checks:
             if not ok:
@@ -800,7 +807,11 @@ class GenerationEngine:
                 None if position_ids is None else position_ids[rows],
                 None if uncond_mask is None else uncond_mask[rows],
             )
-            pixels = policy.decode_images(chunk_tokens, o.decode_micro_batch_size, truncate=o.prompt_quirks) if decode else None
+            pixels = (
+                policy.decode_images(chunk_tokens, o.decode_micro_batch_size, truncate=o.prompt_quirks, dtype=o.decode_dtype)
+                if decode
+                else None
+            )
             chunk_images = policy.to_pil(pixels) if decode else []
             if on_images is not None and decode:
                 on_images(rows.start, chunk_images)

@@ -183,4 +183,4 @@ def sample_image_tokens(
 
 def decode_images(policy: JanusPolicy, image_tokens: torch.Tensor, micro_batch_size: int = 16, truncate: bool = False) -> torch.Tensor:
     """The VQ decode before the engine's channels-last one: NCHW activations, ``micro_batch_size`` images a call."""
-    return policy.decode_images(image_tokens, micro_batch_size, truncate, layout=torch.contiguous_format)
+    return policy.decode_images(image_tokens, micro_batch_size, truncate, layout=torch.contiguous_format, dtype="model")

@@ -65,13 +65,27 @@ def test_missing_local_checkpoint_names_the_path_and_the_fix(tmp_path):
 
 def test_decode_images_maps_vq_output_to_uint8(tiny_policy):
     tokens = torch.randint(0, 256, (3, tiny_policy.num_image_tokens))
-    pixels = tiny_policy.decode_images(tokens, micro_batch_size=2)
+    pixels = tiny_policy.decode_images(tokens, micro_batch_size=2, dtype="model")
     assert pixels.shape == (3, 32, 32, 3) and pixels.dtype == torch.uint8
     raw = tiny_policy.model.model.vqmodel.decode(tokens).detach()  # transformers' own decode, NCHW
     expected = ((raw + 1) / 2 * 255).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
     # channels-last convolutions (CPU) and other batch sizes may differ in the last float bit: one grey level
     assert (pixels.int() - expected.int()).abs().max() <= 1
     assert (pixels != expected).float().mean() < 0.01
+
+
+def test_bfloat16_decode_stays_within_a_few_grey_levels_and_auto_follows_the_cpu(tiny_policy):
+    from t2ir1.policy.janus import native_cpu_bfloat16
+
+    tokens = torch.randint(0, 256, (4, tiny_policy.num_image_tokens), generator=torch.Generator().manual_seed(0))
+    model = tiny_policy.decode_images(tokens, dtype="model").int()
+    bf16 = tiny_policy.decode_images(tokens, dtype="bfloat16").int()
+    assert not torch.equal(bf16, model)  # bfloat16 arithmetic did run
+    assert (bf16 - model).abs().float().mean() < 1.5 and (bf16 - model).abs().max() <= 16
+    auto = tiny_policy.decode_images(tokens).int()
+    assert torch.equal(auto, bf16 if native_cpu_bfloat16() else model)
+    with pytest.raises(ValueError, match="decode dtype 'fp8' is unknown"):
+        tiny_policy.decode_images(tokens, dtype="fp8")
 
 
 def test_uint8_truncation_quirk_floors_where_rounding_goes_up(tiny_policy):
