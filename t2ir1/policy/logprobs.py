@@ -98,8 +98,9 @@ def text_logprobs(
     The ``G`` CoTs of a prompt share its semantic prompt (about 100 tokens against a CoT of
     at most 40 in the demo): when rows repeat, each distinct prompt runs once and its key/value
     states serve every CoT drawn from it (:func:`_shared_prompt_states`); gradients flow
-    through the shared states as through ``G`` copies. Without repeated rows, or while
-    activation checkpointing would recompute the layers, one forward covers prompt + completion.
+    through the shared states as through ``G`` copies. Without repeated rows, under FSDP, or
+    while activation checkpointing would recompute the layers, one forward covers prompt +
+    completion (:func:`_may_share_prompts`).
 
     Args:
         prompt_ids, prompt_mask: ``[N, P]`` left-padded semantic prompts.
@@ -145,8 +146,17 @@ def text_logprobs(
 
 
 def _may_share_prompts(language_model: nn.Module) -> bool:
-    """Whether a forward may run on a prompt's cached states: not when a backward will recompute
-    the decoder layers (activation checkpointing would write the cache a second time)."""
+    """Whether the prompts may run apart from their completions (two forwards instead of one).
+
+    Not when a backward will recompute the decoder layers (activation checkpointing would write
+    the cache a second time), and not under FSDP, where each forward gathers every layer's
+    weights: the second gather is not measured against the saved prompt compute (no GPU was
+    lent to this work), so sharded runs keep one forward per pass.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(language_model, FSDPModule):
+        return False
     if not torch.is_grad_enabled():
         return True
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
@@ -172,7 +182,8 @@ def _distinct_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tu
 
 
 def _cache_keyword(language_model: nn.Module) -> str:
-    """The forward's KV-cache argument: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    """The forward's KV-cache argument: ``cache`` (transformers 5.25) or ``past_key_values``
+    (earlier 5.x, e.g. 5.17; deprecated in 5.25)."""
     return "cache" if "cache" in inspect.signature(language_model.forward).parameters else "past_key_values"
 
 

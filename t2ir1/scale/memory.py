@@ -13,8 +13,8 @@ weights) and its parts are counted. The other rows are formulas (bytes per GPU):
     KV cache, image rollout (bf16)          2 * L * (B*G*2) * (P_img + 576) * 2 * n_kv * d_head
     KV cache, text rollout (bf16)           2 * L * (B*G)   * (P_sem + C_max) * 2 * n_kv * d_head
     activations, log-prob pass (bf16)       no AC: 2 * L * R * T * (14 H + 4 I);  AC: 2 * L * R * T * H + one layer's
-                                            (no AC: the semantic prompt counted once per prompt, B * P_sem tokens,
-                                            plus its K/V per row, R * P_sem * 2 * n_kv * d_head)
+                                            (unsharded, no AC: the semantic prompt counted once per prompt,
+                                            B * P_sem tokens, plus its K/V per row, R * P_sem * 2 * n_kv * d_head)
     log-prob logits chunk (fp32)            4 * chunk_logits (algo.logprob_chunk_logits)
     each reward member (its dtype)          bytes_per_param * params
 
@@ -233,10 +233,14 @@ def memory_plan(config: JanusConfig, shape: StepShape) -> dict[str, float]:
                * kv_width) if use_cot else 0.0
     tokens = (shape.image_prompt_tokens + shape.image_tokens) if "token" in shape.levels else 0
     # the semantic pass runs each distinct prompt once for its G * k rows and keeps the prompt's
-    # keys/values expanded to every row (t2ir1.policy.logprobs.text_logprobs), unless activation
-    # checkpointing recomputes the layers: then prompt + CoT run as one sequence per row
+    # keys/values expanded to every row (t2ir1.policy.logprobs.text_logprobs), unless the model is
+    # FSDP-sharded or activation checkpointing recomputes the layers: then prompt + CoT run as one
+    # sequence per row
     shared_prompts = (
-        "semantic" in shape.levels and not shape.activation_checkpointing and shape.group_size * shape.images_per_cot >= 2
+        "semantic" in shape.levels
+        and not shape.sharded
+        and not shape.activation_checkpointing
+        and shape.group_size * shape.images_per_cot >= 2
     )
     if "semantic" in shape.levels:
         tokens += shape.max_cot_tokens if shared_prompts else shape.semantic_prompt_tokens + shape.max_cot_tokens

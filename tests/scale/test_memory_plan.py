@@ -60,12 +60,15 @@ def test_plan_rows_follow_their_formulas():
     assert plan["weights: reference (frozen copy)"] == pytest.approx(2 * trained / 4)
     # image KV: 2 bytes * 24 layers * 16 CFG rows * (128 + 576) tokens * 2 * 2048 = 2,214,592,512
     assert plan["KV cache: image rollout (CFG rows)"] == 2 * 24 * 16 * 704 * 2 * 2048
-    # activations: 2 bytes * 24 layers * [8 rows * (128 + 576 image + 1024 CoT tokens) * (11 * 2048 + 4 * 5632)
-    # + the 1 distinct semantic prompt's 160 tokens once + its K/V (2 * 2048) for each of the 8 rows]
+    # activations (FSDP: one sequence per row): 2 bytes * 24 layers * 8 rows * 1888 tokens * (11 * 2048 + 4 * 5632)
     per_token = 11 * 2048 + 4 * 5632
-    assert plan["activations: log-prob pass"] == 2 * 24 * (8 * 1728 * per_token + 160 * per_token + 8 * 160 * 2 * 2048)
+    assert plan["activations: log-prob pass"] == 2 * 24 * 8 * 1888 * per_token
+    # one GPU, unsharded: 8 rows * (128 + 576 image + 1024 CoT tokens), the 1 distinct semantic prompt's
+    # 160 tokens once, and its K/V (2 * 2048) for each of the 8 rows
+    single = memory_plan(config, StepShape(world_size=1, sharded=False, rewards={}))
+    assert single["activations: log-prob pass"] == 2 * 24 * (8 * 1728 * per_token + 160 * per_token + 8 * 160 * 2 * 2048)
     # with activation checkpointing every row runs its own prompt: 1888 tokens a row
-    checkpointed = memory_plan(config, StepShape(world_size=4, rewards={}, activation_checkpointing=True))
+    checkpointed = memory_plan(config, StepShape(world_size=1, sharded=False, rewards={}, activation_checkpointing=True))
     assert checkpointed["activations: log-prob pass"] == 2 * 8 * 1888 * (24 * 2048 + per_token)
     assert memory_plan(config, StepShape(world_size=4, rewards={}, beta=0.0))["weights: reference (frozen copy)"] == 0.0
     # more ranks, fewer sharded bytes per rank
