@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from demo_step import BASELINE  # noqa: E402
+_spec = importlib.util.spec_from_file_location("demo_step", ROOT / "benchmarks" / "demo_step.py")
+_demo_step = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_demo_step)
+BASELINE = _demo_step.BASELINE
 
 
 def test_demo_step_times_the_current_tree_against_the_pre_engine_commit():
