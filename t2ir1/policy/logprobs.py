@@ -119,8 +119,8 @@ def text_logprobs(
     def inputs(ids: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"input_ids": ids} if embed is None else {"inputs_embeds": embed(ids)}
 
-    distinct = _distinct_prompts(prompt_ids, prompt_mask) if _may_share_prompts(language_model) else None
-    if distinct is None:
+    group = _prompt_groups(prompt_ids, prompt_mask) if _may_share_prompts(language_model) else None
+    if group is None:
         out = language_model(
             **inputs(torch.cat([prompt_ids, completion_ids], dim=1)),
             attention_mask=attention_mask,
@@ -130,8 +130,7 @@ def text_logprobs(
         # the hidden state at position i predicts token i + 1
         hidden = out.last_hidden_state[:, n_prompt - 1 : n_prompt - 1 + n_completion]  # [N, C, H]
     else:
-        rows, row_of = distinct  # [U] a row of each distinct prompt, [N] each row's distinct prompt
-        cache, hidden = _shared_prompt_states(language_model, inputs(prompt_ids[rows]), prompt_mask[rows], row_of)
+        cache, hidden = _shared_prompt_states(language_model, inputs(prompt_ids[::group]), prompt_mask[::group], group)
         if n_completion > 1:  # the completion's own tokens predict all but its first
             out = language_model(
                 **inputs(completion_ids[:, :-1]),
@@ -167,18 +166,16 @@ def _may_share_prompts(language_model: nn.Module) -> bool:
     )
 
 
-def _distinct_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(rows, row_of)``: one row index per distinct prompt ``[U]`` and each row's prompt ``[N]``
-    (``prompt_ids[rows][row_of] == prompt_ids``), or None unless at least two rows share each
-    prompt on average (sharing then saves more than its second forward costs)."""
+def _prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> int | None:
+    """``n`` when the ``N`` rows are ``N / n`` runs of ``n >= 2`` adjacent identical prompts (the
+    training layout: a prompt's ``G * k`` rows together), else None."""
     keys = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1)  # [N, 2P]
-    _, row_of = torch.unique(keys, dim=0, return_inverse=True)  # [N] in 0 .. U-1
-    n_distinct = int(row_of.max()) + 1
-    if 2 * n_distinct > prompt_ids.shape[0]:
+    n_rows = keys.shape[0]
+    n = int((keys == keys[:1]).all(dim=1).int().cumprod(0).sum())  # the first run's length
+    if n < 2 or n_rows % n:
         return None
-    first = torch.full((n_distinct,), prompt_ids.shape[0], dtype=torch.long, device=row_of.device)
-    rows = first.scatter_reduce(0, row_of, torch.arange(prompt_ids.shape[0], device=row_of.device), "amin")
-    return rows, row_of
+    blocks = keys.view(n_rows // n, n, -1)
+    return n if bool((blocks == blocks[:, :1]).all()) else None
 
 
 def _cache_keyword(language_model: nn.Module) -> str:
@@ -188,11 +185,13 @@ def _cache_keyword(language_model: nn.Module) -> str:
 
 
 def _shared_prompt_states(
-    language_model: nn.Module, prompt_inputs: dict[str, torch.Tensor], prompt_mask: torch.Tensor, row_of: torch.Tensor
+    language_model: nn.Module, prompt_inputs: dict[str, torch.Tensor], prompt_mask: torch.Tensor, group: int
 ) -> tuple[DynamicCache, torch.Tensor]:
-    """Run ``U`` distinct prompts once; return their key/value cache expanded to the ``N`` rows
-    (``row_of``) and the hidden state ``[N, 1, H]`` of each row's last prompt position, which
-    predicts its first completion token."""
+    """Run ``U`` distinct prompts once; return their key/value cache expanded to the ``U * group``
+    rows and the hidden state ``[N, 1, H]`` of each row's last prompt position, which predicts its
+    first completion token. The expansion is ``expand`` + ``reshape``, whose backward sums each
+    group in a fixed order (an index-based gather would accumulate its gradient in an order that
+    varied between runs)."""
     cache = DynamicCache()
     out = language_model(
         **prompt_inputs,
@@ -201,8 +200,12 @@ def _shared_prompt_states(
         use_cache=True,
         **{_cache_keyword(language_model): cache},
     )
-    cache.batch_select_indices(row_of)  # [U, ...] -> [N, ...], differentiable indexing
-    return cache, out.last_hidden_state[row_of, -1:]
+
+    def expand(states: torch.Tensor) -> torch.Tensor:  # [U, ...] -> [U * group, ...]
+        return states.unsqueeze(1).expand(states.shape[0], group, *states.shape[1:]).flatten(0, 1)
+
+    shared = DynamicCache(ddp_cache_data=[(expand(layer.keys), expand(layer.values)) for layer in cache.layers])
+    return shared, expand(out.last_hidden_state[:, -1:])
 
 
 def image_logprobs(

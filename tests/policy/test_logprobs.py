@@ -61,13 +61,13 @@ def _text_logprobs_and_grads(policy, batch, share: bool, embed=None):
     import t2ir1.policy.logprobs as lp
 
     policy.zero_grad()
-    sharing = lp._distinct_prompts
+    sharing = lp._prompt_groups
     if not share:
-        lp._distinct_prompts = lambda *args: None
+        lp._prompt_groups = lambda *args: None
     try:
         logp = lp.text_logprobs(policy.language_model, policy.lm_head, *batch, embed=embed)
     finally:
-        lp._distinct_prompts = sharing
+        lp._prompt_groups = sharing
     (logp * batch[3]).sum().backward()
     return logp.detach(), {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
 
