@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -39,6 +40,7 @@ LORA_KEYS = ("r", "alpha", "target_modules", "dropout")
 DECODE_DTYPES = ("auto", "model", "bfloat16")
 
 
+@functools.cache
 def native_cpu_bfloat16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles), where oneDNN's
     bfloat16 convolutions outrun float32 ones. ``torch.cpu``'s ISA probes are private; a torch
@@ -510,10 +512,11 @@ class JanusPolicy(nn.Module):
         vq = self.model.model.vqmodel
         if layout is None:
             layout = torch.channels_last if image_tokens.device.type == "cpu" else torch.contiguous_format
+        autocast = decode_autocast(dtype, image_tokens.device)  # decided once per call, entered per micro-batch
         pieces = []
         for start in range(0, image_tokens.shape[0], micro_batch_size):
             latents = vq.quantize.get_codebook_entry(image_tokens[start : start + micro_batch_size])
-            with decode_autocast(dtype, image_tokens.device):
+            with autocast:
                 pixels = vq.decoder(vq.post_quant_conv(latents.contiguous(memory_format=layout)))  # [n, 3, S, S], ~[-1, 1]
             pieces.append(pixels_to_uint8(pixels, truncate).permute(0, 2, 3, 1).cpu())  # [n, S, S, 3]
         return torch.cat(pieces)

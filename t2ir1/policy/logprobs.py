@@ -9,6 +9,7 @@ exist at a time, in the forward and in the recomputation of the backward.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -181,7 +182,13 @@ def _prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> int |
 def _cache_keyword(language_model: nn.Module) -> str:
     """The forward's KV-cache argument: ``cache`` (transformers 5.25) or ``past_key_values``
     (earlier 5.x, e.g. 5.17; deprecated in 5.25)."""
-    return "cache" if "cache" in inspect.signature(language_model.forward).parameters else "past_key_values"
+    return _cache_keyword_of(type(language_model))
+
+
+@functools.cache
+def _cache_keyword_of(model_class: type) -> str:
+    # read once per class: inspect.signature would otherwise run at every log-prob pass
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def _shared_prompt_states(
