@@ -79,3 +79,29 @@ def test_sampling_builds_no_autograd_graph_when_called_directly(tiny_policy):
     cot = engine.sample_cot(ids, mask, 2, prompt_generators([1]))
     assert logp.grad_fn is None and not logp.requires_grad
     assert cot["logp"].grad_fn is None and not cot["logp"].requires_grad
+
+
+def test_a_prompt_prefilled_once_gives_its_rows_the_per_row_prefill(tiny_policy):
+    """The G CoTs of a prompt share its prefill: keys, values and last states equal those of
+    prefilling every row (left-padded prompts of different lengths, G = 3)."""
+    from t2ir1.policy.logprobs import positions_from_mask
+    from t2ir1.rollout.engine import _prefill_mask
+
+    ids, mask = tiny_policy.encode_semantic_prompts(["a cat", "two red dogs on a green bench"], "Describe {}.", "S")
+    assert not bool(mask.all())  # the shorter prompt is padded
+    engine = GenerationEngine(tiny_policy, SamplingOptions())
+    engine._refresh()
+    d, group = engine.decoder, 3
+    embed = tiny_policy.language_model.get_input_embeddings()
+    table = d.rotary_table(64, torch.float32, "cpu")
+    rows_ids, rows_mask = ids.repeat_interleave(group, 0), mask.repeat_interleave(group, 0)
+    with torch.no_grad():
+        per_row = d.new_cache(rows_ids.shape[0], ids.shape[1] + 4, torch.float32, "cpu")
+        last_per_row = d.forward(
+            embed(rows_ids), table[positions_from_mask(rows_mask)], per_row, 0, _prefill_mask(rows_mask)
+        )[:, -1]
+        shared = d.new_cache(rows_ids.shape[0], ids.shape[1] + 4, torch.float32, "cpu")
+        last_shared = engine._prefill_shared(embed(ids), table[positions_from_mask(mask)], mask, group, shared)
+    torch.testing.assert_close(last_shared, last_per_row, rtol=0, atol=1e-6)
+    torch.testing.assert_close(shared.keys, per_row.keys, rtol=0, atol=1e-6)
+    torch.testing.assert_close(shared.values, per_row.values, rtol=0, atol=1e-6)
