@@ -779,8 +779,9 @@ class GenerationEngine:
         length = hidden.shape[1]
         shared = d.new_cache(hidden.shape[0], length, cache.keys.dtype, hidden.device)
         out = d.forward(hidden, rotary, shared, 0, _prefill_mask(mask))
-        cache.keys[:, :, :, :length] = shared.keys.repeat_interleave(group_size, dim=1)
-        cache.values[:, :, :, :length] = shared.values.repeat_interleave(group_size, dim=1)
+        for full, once in ((cache.keys, shared.keys), (cache.values, shared.values)):
+            rows = full[:, :, :, :length].unflatten(1, (-1, group_size))  # [L, B, G, n_kv, P, d], a view
+            rows.copy_(once.unsqueeze(2).expand_as(rows))  # no [L, B*G, ...] temporary
         return out[:, -1].repeat_interleave(group_size, dim=0)
 
     # ------------------------------------------------------------------ token level
