@@ -11,7 +11,8 @@ weights) and its parts are counted. The other rows are formulas (bytes per GPU):
     reference (bf16, sharded; 0 if beta=0)  2 * P_t / W
     frozen parts (bf16, replicated)         2 * P_f
     KV cache, image rollout (bf16)          2 * L * (B*G*2) * (P_img + 576) * 2 * n_kv * d_head
-    KV cache, text rollout (bf16)           2 * L * (B*G)   * (P_sem + C_max) * 2 * n_kv * d_head
+    KV cache, text rollout (bf16)           2 * L * (B*G * (P_sem + C_max) + B * P_sem) * 2 * n_kv * d_head
+                                            (B * P_sem: each prompt prefilled once, copied to its G rows; G >= 2)
     activations, log-prob pass (bf16)       no AC: 2 * L * R * T * (14 H + 4 I);  AC: 2 * L * R * T * H + one layer's
                                             (unsharded, no AC: the semantic prompt counted once per prompt,
                                             B * P_sem tokens, plus its K/V per row, R * P_sem * 2 * n_kv * d_head)
@@ -229,8 +230,11 @@ def memory_plan(config: JanusConfig, shape: StepShape) -> dict[str, float]:
         shape.image_prompt_tokens + shape.image_tokens) * kv_width
     use_cot = shape.use_cot if shape.use_cot is not None else "semantic" in shape.levels
     text_rows = shape.prompts_per_rank * shape.group_size
-    text_kv = (shape.compute_bytes * layers * text_rows * (shape.semantic_prompt_tokens + shape.max_cot_tokens)
-               * kv_width) if use_cot else 0.0
+    # every row's cache, plus the prompts' own while the engine prefills each prompt once for its G rows
+    text_kv_rows = text_rows * (shape.semantic_prompt_tokens + shape.max_cot_tokens)
+    if shape.group_size >= 2:
+        text_kv_rows += shape.prompts_per_rank * shape.semantic_prompt_tokens
+    text_kv = shape.compute_bytes * layers * text_kv_rows * kv_width if use_cot else 0.0
     tokens = (shape.image_prompt_tokens + shape.image_tokens) if "token" in shape.levels else 0
     # the semantic pass runs each distinct prompt once for its G * k rows and keeps the prompt's
     # keys/values expanded to every row (t2ir1.policy.logprobs.text_logprobs), unless the model is

@@ -60,6 +60,9 @@ def test_plan_rows_follow_their_formulas():
     assert plan["weights: reference (frozen copy)"] == pytest.approx(2 * trained / 4)
     # image KV: 2 bytes * 24 layers * 16 CFG rows * (128 + 576) tokens * 2 * 2048 = 2,214,592,512
     assert plan["KV cache: image rollout (CFG rows)"] == 2 * 24 * 16 * 704 * 2 * 2048
+    # text KV: 8 CoT rows * (160 prompt + 1024 CoT tokens), plus the 1 prompt's 160 tokens the engine
+    # prefills once before copying them to its 8 rows
+    assert plan["KV cache: text rollout"] == 2 * 24 * (8 * 1184 + 160) * 2 * 2048
     # activations (FSDP: one sequence per row): 2 bytes * 24 layers * 8 rows * 1888 tokens * (11 * 2048 + 4 * 5632)
     per_token = 11 * 2048 + 4 * 5632
     assert plan["activations: log-prob pass"] == 2 * 24 * 8 * 1888 * per_token
