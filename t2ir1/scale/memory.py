@@ -13,7 +13,7 @@ weights) and its parts are counted. The other rows are formulas (bytes per GPU):
     KV cache, image rollout (bf16)          2 * L * (B*G*2) * (P_img + 576) * 2 * n_kv * d_head
     KV cache, text rollout (bf16)           2 * L * (B*G * (P_sem + C_max) + B * P_sem) * 2 * n_kv * d_head
                                             (B * P_sem: each prompt prefilled once, copied to its G rows; G >= 2)
-    activations, log-prob pass (bf16)       no AC: 2 * L * R * T * (14 H + 4 I);  AC: 2 * L * R * T * H + one layer's
+    activations, log-prob pass (bf16)       no AC: 2 * L * R * T * (11 H + 4 I);  AC: 2 * L * R * T * H + one layer's
                                             (unsharded, no AC: the semantic prompt counted once per prompt,
                                             B * P_sem tokens, plus its K/V per row, R * P_sem * 2 * n_kv * d_head)
     log-prob logits chunk (fp32)            4 * chunk_logits (algo.logprob_chunk_logits)
@@ -21,9 +21,10 @@ weights) and its parts are counted. The other rows are formulas (bytes per GPU):
 
 with ``W`` ranks, ``B`` prompts per rank, ``G`` samples per prompt, ``R = B * G`` rows of the
 log-prob pass, ``T`` tokens per row (prompt + CoT + 576 image tokens). The activation factor
-``14 H + 4 I`` counts the tensors a LLaMA layer saves for backward (norm inputs, q/k/v, the
-attention output, o_proj input, residuals; gate, up, act and down inputs of the MLP): an
-estimate, not a measurement.
+``11 H + 4 I`` (:func:`saved_per_token`, full fine-tuning, ``n_kv * d_head = H``) counts the tensors a
+LLaMA layer saves for backward (norm inputs and outputs, the rotated query, keys and values, the
+attention output, o_proj input; gate, act(gate), up and their product in the MLP): an estimate,
+checked against a measured CPU step of the tiny config (``tests/scale/test_memory_plan.py``).
 """
 
 from __future__ import annotations
