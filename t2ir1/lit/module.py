@@ -453,7 +453,14 @@ class BiCoTGRPOModule(L.LightningModule):
             self._scored(rollout), sample, next_prompts, self.settings.samples_per_prompt, self.settings.max_gen_rounds,
             self.policy.pad_id, any_rank_short,
         )
-        if stats.bound_reached and not self._warned_short_batch:
+        if stats.bound_reached and not self._warned_short_batch and self.settings.max_gen_rounds == 1:
+            self._warned_short_batch = True
+            log.info(
+                "algo.filter_groups with algo.max_gen_rounds=1: zero-variance groups are dropped without refilling, "
+                "so a batch trains on its informative groups only (this one: %d of %d; logged as filter/groups_kept)",
+                stats.groups_kept, len(rollout.records) // self.settings.samples_per_prompt,
+            )
+        elif stats.bound_reached and not self._warned_short_batch:
             self._warned_short_batch = True
             log.warning(
                 "algo.filter_groups: a batch kept %d of %d informative groups after %d generation rounds "

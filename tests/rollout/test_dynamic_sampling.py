@@ -98,15 +98,29 @@ def test_without_filtering_the_zero_std_group_is_trained_on(tiny_policy, tmp_pat
     assert recorder.rollouts[0].advantages.view(2, 4)[1].abs().sum() == 0  # q1: no signal
 
 
-def test_bound_reached_trains_on_what_is_kept_and_warns_once(tiny_policy, tmp_path, caplog):
-    """max_gen_rounds=1: no refill; the batch [q0, q1] trains on q0 alone; warned once over two steps."""
+def test_without_refill_the_batch_trains_on_what_is_kept_and_says_so_once(tiny_policy, tmp_path, caplog):
+    """max_gen_rounds=1: no refill by design; the batch [q0, q1] trains on q0 alone; an info line once
+    over two steps, no warning (nothing to fix)."""
     module = make_module(tiny_policy, max_gen_rounds=1)
-    with caplog.at_level(logging.WARNING, logger="t2ir1.lit.module"):
+    with caplog.at_level(logging.INFO, logger="t2ir1.lit.module"):
         recorder = fit(module, tmp_path, max_steps=2, records=STREAM[:2] * 2)
     assert recorder.trained == [["q0"], ["q0"]]
     assert recorder.metrics[0]["filter/groups_kept"] == 1.0 and recorder.metrics[0]["filter/bound_reached"] == 1.0
     assert recorder.metrics[0]["filter/rounds"] == 1.0
-    assert len([r for r in caplog.records if "algo.filter_groups" in r.getMessage()]) == 1
+    lines = [r for r in caplog.records if "algo.filter_groups" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.INFO] and "without refilling" in lines[0].getMessage()
+
+
+def test_bound_reached_while_refilling_trains_on_what_is_kept_and_warns(tiny_policy, tmp_path, caplog):
+    """max_gen_rounds=2: [q0, q1] keeps q0, the refill [q1, q1] keeps nothing; the batch trains on q0
+    and a warning says how to get full batches."""
+    module = make_module(tiny_policy, max_gen_rounds=2)
+    with caplog.at_level(logging.WARNING, logger="t2ir1.lit.module"):
+        recorder = fit(module, tmp_path, max_steps=1, records=[STREAM[0], STREAM[1], STREAM[1], STREAM[1]])
+    assert recorder.trained == [["q0"]]
+    assert recorder.metrics[0]["filter/rounds"] == 2.0 and recorder.metrics[0]["filter/bound_reached"] == 1.0
+    lines = [r.getMessage() for r in caplog.records if "algo.filter_groups" in r.getMessage()]
+    assert len(lines) == 1 and "Raise algo.max_gen_rounds" in lines[0]
 
 
 def test_kept_rollout_is_reused_with_num_iterations(tiny_policy, tmp_path):
