@@ -48,6 +48,8 @@ class Rollout:
     rewards: RewardOutput | None = None
     timings: dict[str, float] = field(default_factory=dict)
     filtering: FilterStats | None = None  # what dynamic sampling did (algo.filter_groups)
+    # algo.filter_groups: the first generation round's rewards, every group as served (dropped ones too)
+    served_rewards: RewardOutput | None = None
 
     @property
     def cots(self) -> list[str | None]:
@@ -105,6 +107,14 @@ class StepRecord:
     @property
     def semantic(self) -> Generation | None:
         return self.rollout.semantic
+
+    @property
+    def served_rewards(self) -> RewardOutput:
+        """The rewards of the batch as served: under ``algo.filter_groups`` every group of the first
+        generation round, the dropped ones included (the policy's reward, where :attr:`rewards` holds
+        only the groups trained on, whose mean filtering biases); else :attr:`rewards`."""
+        served = self.rollout.served_rewards
+        return self.rewards if served is None else served
 
 
 def _clock() -> float:
@@ -449,8 +459,9 @@ class BiCoTGRPOModule(L.LightningModule):
         def any_rank_short(short: int) -> int:
             return int(self._all_reduce_sum(torch.tensor(float(max(short, 0)), device=self.device)).item())
 
+        served = self._scored(rollout)
         kept, stats = fill_informative_groups(
-            self._scored(rollout), sample, next_prompts, self.settings.samples_per_prompt, self.settings.max_gen_rounds,
+            served, sample, next_prompts, self.settings.samples_per_prompt, self.settings.max_gen_rounds,
             self.policy.pad_id, any_rank_short,
         )
         if stats.bound_reached and not self._warned_short_batch and self.settings.max_gen_rounds == 1:
@@ -470,7 +481,7 @@ class BiCoTGRPOModule(L.LightningModule):
                 stats.groups_kept, len(rollout.records) // self.settings.samples_per_prompt, stats.rounds,
                 self.settings.max_gen_rounds,
             )
-        return dataclasses.replace(kept, filtering=stats)
+        return dataclasses.replace(kept, filtering=stats, served_rewards=served.rewards)
 
     def training_step(self, batch: list[PromptRecord], batch_idx: int) -> dict[str, Any]:
         """The loss, and the step record for the callbacks (``outputs["record"]`` in ``on_train_batch_end``)."""
@@ -569,6 +580,8 @@ class BiCoTGRPOModule(L.LightningModule):
             pairs[f"reward/{name}"] = nanmean_with_count(member_scores)
         for name, member_scores in rollout.rewards.extras.get("weighted", {}).items():
             pairs[f"reward/{name}_weighted"] = nanmean_with_count(member_scores)
+        if rollout.rollout.served_rewards is not None:  # the reward before filtering (reward/total: the kept groups')
+            pairs["reward/served"] = nanmean_with_count(rollout.served_rewards.scores.float())
         if rollout.semantic is not None:
             pairs["cot/semantic_len"] = (rollout.generation.completion_mask.sum(1).float().mean(), rows)
         means, weights = weighted_means(pairs, self._all_reduce_sum, device=device)

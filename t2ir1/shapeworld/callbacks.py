@@ -277,11 +277,13 @@ class HeldoutAccuracyCallback(L.Callback):
         if rollout is None:
             return
         self.steps.append(trainer.global_step)
-        # unscorable samples (reward.nan_policy=drop) are NaN: left out of the mean
-        self.rewards.append(float(rollout.rewards.scores.float().nanmean()))
+        # the batch as served (under algo.filter_groups the dropped groups too: the policy's reward, not
+        # the kept groups'); unscorable samples (reward.nan_policy=drop) are NaN: left out of the mean
+        served = rollout.served_rewards
+        self.rewards.append(float(served.scores.float().nanmean()))
         kl = trainer.callback_metrics.get("train/kl")
         self.kls.append(float(kl) if kl is not None else float("nan"))
-        correct = rollout.rewards.verdicts.get(self.verdict)
+        correct = served.verdicts.get(self.verdict)
         if correct is not None:
             self.train_correct.append(float(correct.float().mean()))
         step = trainer.global_step

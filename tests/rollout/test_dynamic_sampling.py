@@ -51,6 +51,7 @@ class Recorder(L.Callback):
 
     def __init__(self):
         self.served, self.trained, self.metrics, self.rollouts = [], [], [], []
+        self.served_reward = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         rollout = outputs["record"]
@@ -58,6 +59,7 @@ class Recorder(L.Callback):
         self.trained.append(list(dict.fromkeys(r.prompt_id for r in rollout.records)))
         self.rollouts.append(rollout)
         self.metrics.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("filter/")})
+        self.served_reward.append(float(trainer.callback_metrics["reward/served"]) if "reward/served" in trainer.callback_metrics else None)
 
 
 def fit(module, tmp_path, max_steps, repeats=1, records=STREAM, batch_size=2):
@@ -90,12 +92,17 @@ def test_zero_std_group_is_dropped_and_replaced_from_the_stream(tiny_policy, tmp
     assert (scores.amax(1) > scores.amin(1)).all()
     assert len(rollout.records) == 8 and rollout.image_tokens.shape[0] == 8
     assert rollout.advantages.view(2, 4).abs().sum(1).gt(0).all()
+    # the batch as served (q0, q1): the policy's reward, the dropped constant group included
+    served = rollout.served_rewards.scores.view(2, 4)
+    assert torch.equal(served[0], scores[0]) and served[1].eq(0).all()
+    assert recorder.served_reward[0] == pytest.approx(float(served.mean()), abs=1e-6)
 
 
 def test_without_filtering_the_zero_std_group_is_trained_on(tiny_policy, tmp_path):
     recorder = fit(make_module(tiny_policy, filter_groups=False), tmp_path, max_steps=1)
     assert recorder.trained == [["q0", "q1"]] and recorder.metrics == [{}]
     assert recorder.rollouts[0].advantages.view(2, 4)[1].abs().sum() == 0  # q1: no signal
+    assert recorder.rollouts[0].served_rewards is recorder.rollouts[0].rewards and recorder.served_reward == [None]
 
 
 def test_without_refill_the_batch_trains_on_what_is_kept_and_says_so_once(tiny_policy, tmp_path, caplog):
