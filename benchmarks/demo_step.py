@@ -14,7 +14,11 @@ It is checked out into a temporary ``git worktree`` and run with its own code an
 (the same model configuration as today's); the held-out evaluations shrink to a few records in
 both, since they are not part of a step.
 
+``--overrides`` compares instead the current demo with and without some Hydra overrides, in the
+same tree (a setting's cost a step, e.g. ``--overrides algo.filter_groups=true algo.max_gen_rounds=1``).
+
 Usage: python benchmarks/demo_step.py [--baseline a1460ab] [--steps 40] [--warmup 8] [--rounds 2]
+       python benchmarks/demo_step.py --overrides KEY=VALUE [KEY=VALUE ...] [--steps 60]
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "a1460ab"
 
 
-def run_demo(tree: Path, steps: int, out: Path) -> list[float]:
-    """Seconds between consecutive batch starts of ``steps`` demo steps run from ``tree``."""
+def run_demo(tree: Path, steps: int, out: Path, overrides: tuple[str, ...] = ()) -> list[float]:
+    """Seconds between consecutive batch starts of ``steps`` demo steps run from ``tree`` (with ``overrides``)."""
     clock_file = out / "steps.json"
     env = {
         **os.environ,
@@ -49,6 +53,7 @@ def run_demo(tree: Path, steps: int, out: Path) -> list[float]:
         "logger=csv",
         f"hydra.run.dir={out}",
         "+callbacks.step_clock._target_=step_clock.StepClock",
+        *overrides,
     ]
     result = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
     if result.returncode != 0 or not clock_file.exists():
@@ -63,9 +68,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="demo steps per run")
     parser.add_argument("--warmup", type=int, default=8, help="first step intervals left out of each run")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each version, alternating")
+    parser.add_argument("--overrides", nargs="+", metavar="KEY=VALUE",
+                        help="compare the current demo with and without these Hydra overrides instead of a commit")  # fmt: skip
     args = parser.parse_args()
     if args.steps <= args.warmup + 1:
         raise SystemExit(f"--steps {args.steps} leaves no measured step after --warmup {args.warmup}")
+    if args.overrides:
+        compare_overrides(tuple(args.overrides), args.steps, args.warmup, args.rounds)
+        return
 
     with tempfile.TemporaryDirectory(prefix="t2ir1-demo-step-") as tmp:
         baseline_tree = Path(tmp) / "baseline"
@@ -92,6 +102,24 @@ def main() -> None:
     for name, value in medians.items():
         print(f"| {name:24s} | {value:15.3f} | {len(steps[name]):11d} |")
     print(f"\ncurrent vs the last commit before the engine: {base / medians['current']:.2f}x faster a step (target >= 2)")
+
+
+def compare_overrides(overrides: tuple[str, ...], steps: int, warmup: int, rounds: int) -> None:
+    """The current demo's median step with and without ``overrides``, alternating run by run."""
+    arms = {"demo": (), "demo + overrides": overrides}
+    intervals: dict[str, list[float]] = {name: [] for name in arms}
+    with tempfile.TemporaryDirectory(prefix="t2ir1-demo-step-") as tmp:
+        for round_index in range(rounds):
+            for index, (name, extra) in enumerate(arms.items()):
+                measured = run_demo(ROOT, steps, Path(tmp) / f"arm{index}-{round_index}", extra)[warmup:]
+                intervals[name] += measured
+                print(f"round {round_index + 1}, {name}: median step {statistics.median(measured):.3f} s", flush=True)
+    medians = {name: statistics.median(values) for name, values in intervals.items()}
+    print(f"\n## Demo step with and without {' '.join(overrides)}: {rounds} alternating runs of {steps} steps "
+          f"(first {warmup} left out)")  # fmt: skip
+    for name, value in medians.items():
+        print(f"| {name:16s} | {value:.3f} s | {len(intervals[name])} steps |")
+    print(f"\nwith the overrides a step takes {medians['demo + overrides'] / medians['demo']:.2f}x the demo's")
 
 
 if __name__ == "__main__":
