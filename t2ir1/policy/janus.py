@@ -66,6 +66,42 @@ def decode_autocast(dtype: str, device: torch.device) -> contextlib.AbstractCont
     return contextlib.nullcontext()
 
 
+# Channels-last activations of at most this height and width go through GroupNorm in NCHW (see
+# groupnorm_in_nchw): PyTorch's CPU GroupNorm on channels-last input was 8-30x slower than on NCHW at
+# 8x8 and 16x16 (16 images, 64 channels, 32 groups, bfloat16 and float32, 2 threads), level at 32x32.
+GROUPNORM_NCHW_MAX_SIDE = 16
+
+
+@contextlib.contextmanager
+def groupnorm_in_nchw(module: nn.Module, max_side: int = GROUPNORM_NCHW_MAX_SIDE):
+    """Within the context, every ``nn.GroupNorm`` of ``module`` normalises a channels-last input of
+    height and width <= ``max_side`` in NCHW and hands the result back channels-last.
+
+    On the ShapeWorld VQ decoder (32 images, 30 of its 48 GroupNorms at 8x8 or 16x16) the decode
+    is 1.16x faster; pixels move by 0.4 grey levels on average (bfloat16 accumulates in another
+    order), as far from a float32 decode as before (0.56 levels on average either way).
+    """
+
+    def to_nchw(norm: nn.GroupNorm, args: tuple) -> tuple | None:
+        x = args[0]
+        small = x.dim() == 4 and max(x.shape[-2:]) <= max_side and not x.is_contiguous()
+        norm._t2ir1_back_to_channels_last = small and x.is_contiguous(memory_format=torch.channels_last)
+        return (x.contiguous(), *args[1:]) if norm._t2ir1_back_to_channels_last else None
+
+    def to_channels_last(norm: nn.GroupNorm, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
+        return out.contiguous(memory_format=torch.channels_last) if norm._t2ir1_back_to_channels_last else None
+
+    handles = []
+    try:
+        for norm in module.modules():
+            if isinstance(norm, nn.GroupNorm):
+                handles += [norm.register_forward_pre_hook(to_nchw), norm.register_forward_hook(to_channels_last)]
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def pixels_to_uint8(pixels: torch.Tensor, truncate: bool = False) -> torch.Tensor:
     """VQ decoder output in ``[-1, 1]`` -> uint8 ``(x + 1) / 2 * 255``, clipped to ``[0, 255]``.
 
@@ -508,17 +544,20 @@ class JanusPolicy(nn.Module):
         skip their layout reorders: 1.3x faster on the ShapeWorld decoder, 32 images, idle, 1 or 2
         threads, pixels within one grey level of NCHW; GPUs keep NCHW until it is measured there).
         ``dtype`` of the decoder's arithmetic (:data:`DECODE_DTYPES`, :func:`decode_autocast`).
+        Channels-last GroupNorms of small maps run in NCHW (:func:`groupnorm_in_nchw`).
         """
         vq = self.model.model.vqmodel
         if layout is None:
             layout = torch.channels_last if image_tokens.device.type == "cpu" else torch.contiguous_format
         autocast = decode_autocast(dtype, image_tokens.device)  # decided once per call, entered per micro-batch
+        nchw_norms = groupnorm_in_nchw(vq.decoder) if layout == torch.channels_last else contextlib.nullcontext()
         pieces = []
-        for start in range(0, image_tokens.shape[0], micro_batch_size):
-            latents = vq.quantize.get_codebook_entry(image_tokens[start : start + micro_batch_size])
-            with autocast:
-                pixels = vq.decoder(vq.post_quant_conv(latents.contiguous(memory_format=layout)))  # [n, 3, S, S], ~[-1, 1]
-            pieces.append(pixels_to_uint8(pixels, truncate).permute(0, 2, 3, 1).cpu())  # [n, S, S, 3]
+        with nchw_norms:
+            for start in range(0, image_tokens.shape[0], micro_batch_size):
+                latents = vq.quantize.get_codebook_entry(image_tokens[start : start + micro_batch_size])
+                with autocast:
+                    pixels = vq.decoder(vq.post_quant_conv(latents.contiguous(memory_format=layout)))  # [n, 3, S, S]
+                pieces.append(pixels_to_uint8(pixels, truncate).permute(0, 2, 3, 1).cpu())  # [n, S, S, 3]
         return torch.cat(pieces)
 
     @staticmethod

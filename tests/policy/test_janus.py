@@ -74,6 +74,29 @@ def test_decode_images_maps_vq_output_to_uint8(tiny_policy):
     assert (pixels != expected).float().mean() < 0.01
 
 
+def test_small_channels_last_groupnorms_run_in_nchw_inside_the_context_only():
+    from t2ir1.policy.janus import groupnorm_in_nchw
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.GroupNorm(4, 8), torch.nn.SiLU())
+    seen = []
+    net[0].register_forward_hook(lambda norm, args, out: seen.append(args[0].is_contiguous()))
+    small = torch.randn(2, 8, 8, 8).contiguous(memory_format=torch.channels_last)
+    large = torch.randn(2, 8, 32, 32).contiguous(memory_format=torch.channels_last)
+    with groupnorm_in_nchw(net, max_side=16):
+        out_small, out_large, nchw = net(small), net(large), net(small.contiguous())
+    # the 8x8 map was normalised in NCHW (the forward saw a contiguous tensor) and comes back channels-last,
+    # with the NCHW result; the 32x32 map and the NCHW input pass as they are
+    assert seen == [True, False, True]
+    assert out_small.is_contiguous(memory_format=torch.channels_last) and not out_small.is_contiguous()
+    assert torch.equal(out_small, nchw)
+    assert out_large.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out_large, net(large.contiguous()), atol=1e-5)
+    seen.clear()
+    net(small)  # outside the context: the channels-last input reaches the GroupNorm again
+    assert seen == [False] and len(net[0]._forward_pre_hooks) == 0 and len(net[0]._forward_hooks) == 1
+
+
 def test_bfloat16_decode_stays_within_a_few_grey_levels_and_auto_follows_the_cpu(tiny_policy):
     from t2ir1.policy.janus import native_cpu_bfloat16
 
