@@ -78,18 +78,25 @@ def groupnorm_in_nchw(module: nn.Module, max_side: int = GROUPNORM_NCHW_MAX_SIDE
     height and width <= ``max_side`` in NCHW and hands the result back channels-last.
 
     On the ShapeWorld VQ decoder (32 images, 30 of its 48 GroupNorms at 8x8 or 16x16) the decode
-    is 1.16x faster; pixels move by 0.4 grey levels on average (bfloat16 accumulates in another
+    is 1.18x faster (135.7 -> 114.9 ms, median of 8 interleaved rounds, 2 threads; none of the demo's
+    960 held-out verdicts changed); pixels move by 0.4 grey levels on average (bfloat16 accumulates in another
     order), as far from a float32 decode as before (0.56 levels on average either way).
     """
 
+    converted: set[int] = set()  # the norms whose current input was turned NCHW
+
     def to_nchw(norm: nn.GroupNorm, args: tuple) -> tuple | None:
         x = args[0]
-        small = x.dim() == 4 and max(x.shape[-2:]) <= max_side and not x.is_contiguous()
-        norm._t2ir1_back_to_channels_last = small and x.is_contiguous(memory_format=torch.channels_last)
-        return (x.contiguous(), *args[1:]) if norm._t2ir1_back_to_channels_last else None
+        converted.discard(id(norm))
+        if x.dim() != 4 or max(x.shape[-2:]) > max_side or x.is_contiguous():
+            return None
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            return None
+        converted.add(id(norm))
+        return (x.contiguous(), *args[1:])
 
     def to_channels_last(norm: nn.GroupNorm, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
-        return out.contiguous(memory_format=torch.channels_last) if norm._t2ir1_back_to_channels_last else None
+        return out.contiguous(memory_format=torch.channels_last) if id(norm) in converted else None
 
     handles = []
     try:
