@@ -82,15 +82,8 @@ def main() -> None:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(baseline_tree), args.baseline],
                        check=True, capture_output=True)  # fmt: skip
         try:
-            trees = {f"baseline {args.baseline}": baseline_tree, "current": ROOT}
-            steps: dict[str, list[float]] = {name: [] for name in trees}
-            for round_index in range(args.rounds):
-                for name, tree in trees.items():
-                    out = Path(tmp) / f"{name.split()[0]}-{round_index}"
-                    intervals = run_demo(tree, args.steps, out)
-                    steps[name] += intervals[args.warmup :]
-                    print(f"round {round_index + 1}, {name}: median step {statistics.median(intervals[args.warmup:]):.3f} s",
-                          flush=True)  # fmt: skip
+            arms = {f"baseline {args.baseline}": (baseline_tree, ()), "current": (ROOT, ())}
+            steps = alternate(arms, args.steps, args.warmup, args.rounds, Path(tmp))
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline_tree)], capture_output=True)
 
@@ -104,16 +97,22 @@ def main() -> None:
     print(f"\ncurrent vs the last commit before the engine: {base / medians['current']:.2f}x faster a step (target >= 2)")
 
 
+def alternate(arms: dict[str, tuple[Path, tuple[str, ...]]], steps: int, warmup: int, rounds: int,
+              tmp: Path) -> dict[str, list[float]]:  # fmt: skip
+    """Step intervals (after ``warmup``) of each arm, ``name -> (tree, overrides)``, run in turn ``rounds`` times."""
+    intervals: dict[str, list[float]] = {name: [] for name in arms}
+    for round_index in range(rounds):
+        for index, (name, (tree, overrides)) in enumerate(arms.items()):
+            measured = run_demo(tree, steps, tmp / f"arm{index}-{round_index}", overrides)[warmup:]
+            intervals[name] += measured
+            print(f"round {round_index + 1}, {name}: median step {statistics.median(measured):.3f} s", flush=True)
+    return intervals
+
+
 def compare_overrides(overrides: tuple[str, ...], steps: int, warmup: int, rounds: int) -> None:
     """The current demo's median step with and without ``overrides``, alternating run by run."""
-    arms = {"demo": (), "demo + overrides": overrides}
-    intervals: dict[str, list[float]] = {name: [] for name in arms}
     with tempfile.TemporaryDirectory(prefix="t2ir1-demo-step-") as tmp:
-        for round_index in range(rounds):
-            for index, (name, extra) in enumerate(arms.items()):
-                measured = run_demo(ROOT, steps, Path(tmp) / f"arm{index}-{round_index}", extra)[warmup:]
-                intervals[name] += measured
-                print(f"round {round_index + 1}, {name}: median step {statistics.median(measured):.3f} s", flush=True)
+        intervals = alternate({"demo": (ROOT, ()), "demo + overrides": (ROOT, overrides)}, steps, warmup, rounds, Path(tmp))
     medians = {name: statistics.median(values) for name, values in intervals.items()}
     print(f"\n## Demo step with and without {' '.join(overrides)}: {rounds} alternating runs of {steps} steps "
           f"(first {warmup} left out)")  # fmt: skip

@@ -464,23 +464,24 @@ class BiCoTGRPOModule(L.LightningModule):
             served, sample, next_prompts, self.settings.samples_per_prompt, self.settings.max_gen_rounds,
             self.policy.pad_id, any_rank_short,
         )
-        if stats.bound_reached and not self._warned_short_batch and self.settings.max_gen_rounds == 1:
+        if stats.bound_reached and not self._warned_short_batch:
             self._warned_short_batch = True
-            log.info(
-                "algo.filter_groups with algo.max_gen_rounds=1: zero-variance groups are dropped without refilling, "
-                "so a batch trains on its informative groups only (this one: %d of %d; logged as filter/groups_kept)",
-                stats.groups_kept, len(rollout.records) // self.settings.samples_per_prompt,
-            )
-        elif stats.bound_reached and not self._warned_short_batch:
-            self._warned_short_batch = True
-            log.warning(
-                "algo.filter_groups: a batch kept %d of %d informative groups after %d generation rounds "
-                "(algo.max_gen_rounds=%d reached, the epoch's prompts ran out, or the training loader cannot refill: "
-                "train through t2ir1.train.run / t2ir1.lit.checkpointing.ResumableData); it trains on those (logged as "
-                "filter/bound_reached). Raise algo.max_gen_rounds or check that the reward separates samples. Warned once.",
-                stats.groups_kept, len(rollout.records) // self.settings.samples_per_prompt, stats.rounds,
-                self.settings.max_gen_rounds,
-            )
+            if self.settings.max_gen_rounds == 1:  # no refill asked for: nothing to fix
+                log.info(
+                    "algo.filter_groups with algo.max_gen_rounds=1: zero-variance groups are dropped without refilling, "
+                    "so a batch trains on its informative groups only (this one: %d of %d; logged as filter/groups_kept)",
+                    stats.groups_kept, len(rollout.records) // self.settings.samples_per_prompt,
+                )
+            else:
+                log.warning(
+                    "algo.filter_groups: a batch kept %d of %d informative groups after %d generation rounds "
+                    "(algo.max_gen_rounds=%d reached, the epoch's prompts ran out, or the training loader cannot refill: "
+                    "train through t2ir1.train.run / t2ir1.lit.checkpointing.ResumableData); it trains on those (logged as "
+                    "filter/bound_reached). Raise algo.max_gen_rounds or check that the reward separates samples. "
+                    "Warned once.",
+                    stats.groups_kept, len(rollout.records) // self.settings.samples_per_prompt, stats.rounds,
+                    self.settings.max_gen_rounds,
+                )
         return dataclasses.replace(kept, filtering=stats, served_rewards=served.rewards)
 
     def training_step(self, batch: list[PromptRecord], batch_idx: int) -> dict[str, Any]:

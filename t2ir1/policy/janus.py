@@ -88,9 +88,8 @@ def groupnorm_in_nchw(module: nn.Module, max_side: int = GROUPNORM_NCHW_MAX_SIDE
     def to_nchw(norm: nn.GroupNorm, args: tuple) -> tuple | None:
         x = args[0]
         converted.discard(id(norm))
-        if x.dim() != 4 or max(x.shape[-2:]) > max_side or x.is_contiguous():
-            return None
-        if not x.is_contiguous(memory_format=torch.channels_last):
+        small = x.dim() == 4 and max(x.shape[-2:]) <= max_side
+        if not small or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
             return None
         converted.add(id(norm))
         return (x.contiguous(), *args[1:])
