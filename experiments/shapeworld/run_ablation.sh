@@ -19,6 +19,9 @@ EVERY=${EVERY:-100}
 ARMS=${ARMS:-"bicot semantic token_cot token"}
 RUNS=${RUNS:-outputs/shapeworld_ablation}
 OUT=${OUT:-experiments/shapeworld}
+# CoT temperature: the figures in experiments/shapeworld/README.md were measured at 1.0, the demo's
+# before 2026-12-07; TEXT_TEMPERATURE=0.7 runs at the demo's current setting.
+TEXT_TEMPERATURE=${TEXT_TEMPERATURE:-1.0}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 for seed in $SEEDS; do
   for arm in $ARMS; do
@@ -27,6 +30,7 @@ for seed in $SEEDS; do
       continue
     fi
     python train.py experiment=shapeworld_${arm} seed=${seed} trainer.max_steps=${STEPS} trainer.max_time=null \
+      algo.text_temperature=${TEXT_TEMPERATURE} \
       callbacks.heldout.num_prompts=${HELDOUT} callbacks.heldout.every_n_steps=${EVERY} logger=csv callbacks.checkpoint=null \
       trainer.enable_progress_bar=false hydra.run.dir=${RUNS}/${arm}_s${seed}
   done

@@ -38,6 +38,7 @@ SETTINGS = {
     "algo.group_size": "group_size",
     "data.batch_size": "batch_size",
     "optimizer.lr": "lr",
+    "algo.text_temperature": "text_temperature",
     "algo.beta": "beta",
     "algo.cfg_weight": "cfg_weight",
     "algo.max_new_tokens": "max_new_tokens",
