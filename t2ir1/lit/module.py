@@ -466,11 +466,12 @@ class BiCoTGRPOModule(L.LightningModule):
         )
         if stats.bound_reached and not self._warned_short_batch:
             self._warned_short_batch = True
+            groups = len(rollout.records) // self.settings.samples_per_prompt
             if self.settings.max_gen_rounds == 1:  # no refill asked for: nothing to fix
                 log.info(
                     "algo.filter_groups with algo.max_gen_rounds=1: zero-variance groups are dropped without refilling, "
                     "so a batch trains on its informative groups only (this one: %d of %d; logged as filter/groups_kept)",
-                    stats.groups_kept, len(rollout.records) // self.settings.samples_per_prompt,
+                    stats.groups_kept, groups,
                 )
             else:
                 log.warning(
@@ -479,7 +480,7 @@ class BiCoTGRPOModule(L.LightningModule):
                     "train through t2ir1.train.run / t2ir1.lit.checkpointing.ResumableData); it trains on those (logged as "
                     "filter/bound_reached). Raise algo.max_gen_rounds or check that the reward separates samples. "
                     "Warned once.",
-                    stats.groups_kept, len(rollout.records) // self.settings.samples_per_prompt, stats.rounds,
+                    stats.groups_kept, groups, stats.rounds,
                     self.settings.max_gen_rounds,
                 )
         return dataclasses.replace(kept, filtering=stats, served_rewards=served.rewards)
