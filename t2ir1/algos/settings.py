@@ -44,6 +44,9 @@ class GRPOSettings:
     image_temperature: float = 1.0
     image_top_k: int = 0
     image_top_p: float = 1.0
+    # score the sampled tokens (policy, reference, old policy) at the sampling temperatures, as TRL's and
+    # verl's GRPO do; False: at temperature 1 whatever the sampler used, as the original (identical at 1)
+    tempered_logprobs: bool = False
     cfg_weight: float = 5.0
     cfg_uncond: str = "full"
     # the original's image-prompt layout and uint8 truncation (t2ir1.rollout.image_prompts)
@@ -86,6 +89,12 @@ class GRPOSettings:
             raise ValueError(
                 f"algo.max_gen_rounds must be >= 0 (generation rounds per batch, 0 = no bound), got {self.max_gen_rounds}"
             )
+        if self.tempered_logprobs and min(self.text_temperature, self.image_temperature) <= 0:
+            raise ValueError(
+                "algo.tempered_logprobs=true scores tokens at the sampling temperatures, which must then be > 0 "
+                f"(text_temperature={self.text_temperature}, image_temperature={self.image_temperature}); "
+                "greedy decoding has no distribution to score: set tempered_logprobs=false or a temperature > 0"
+            )
         if self.token_normalizer not in TOKEN_NORMALIZERS:
             raise ValueError(
                 f"algo.token_normalizer={self.token_normalizer!r} is unknown; use global (the normaliser of the "
@@ -109,6 +118,11 @@ class GRPOSettings:
             prompt_quirks=self.prompt_quirks,
             **dict(rollout or {}),
         )
+
+    @property
+    def logprob_temperatures(self) -> tuple[float, float]:
+        """(text, image) temperatures the training passes score tokens at (``tempered_logprobs``)."""
+        return (self.text_temperature, self.image_temperature) if self.tempered_logprobs else (1.0, 1.0)
 
     @property
     def samples_per_prompt(self) -> int:

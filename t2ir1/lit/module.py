@@ -280,7 +280,11 @@ class BiCoTGRPOModule(L.LightningModule):
         (the policy or the reference: one contract, ``sequence_logprobs(generation, ...)``)."""
         s = self.settings
         return model.sequence_logprobs(
-            rollout.generation, s.levels, images_per_cot=s.new_generations_image, chunk_logits=s.logprob_chunk_logits
+            rollout.generation,
+            s.levels,
+            images_per_cot=s.new_generations_image,
+            chunk_logits=s.logprob_chunk_logits,
+            temperatures=s.logprob_temperatures,
         )
 
     def logp_gaps(self, rollout: Rollout, logp: torch.Tensor) -> dict[str, torch.Tensor]:

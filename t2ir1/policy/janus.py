@@ -169,7 +169,9 @@ class ReferenceModel(nn.Module):
         return self._policy.language_model.get_input_embeddings() if self.reads_policy_embeddings else None
 
     @torch.no_grad()
-    def text_logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits=lp.LOGPROB_CHUNK_LOGITS):
+    def text_logprobs(
+        self, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits=lp.LOGPROB_CHUNK_LOGITS, temperature=1.0
+    ):
         return lp.text_logprobs(
             self.language_model,
             self.lm_head,
@@ -179,10 +181,13 @@ class ReferenceModel(nn.Module):
             completion_mask,
             chunk_logits,
             embed=self._text_embedding(),
+            temperature=temperature,
         )
 
     @torch.no_grad()
-    def image_logprobs(self, prompt_ids, prompt_mask, image_tokens, chunk_logits=lp.LOGPROB_CHUNK_LOGITS, position_ids=None):
+    def image_logprobs(
+        self, prompt_ids, prompt_mask, image_tokens, chunk_logits=lp.LOGPROB_CHUNK_LOGITS, position_ids=None, temperature=1.0
+    ):
         policy = self._policy
         return lp.image_logprobs(
             self.language_model,
@@ -193,25 +198,35 @@ class ReferenceModel(nn.Module):
             image_tokens,
             chunk_logits,
             position_ids=position_ids,
+            temperature=temperature,
             embed=self._text_embedding(),
         )
 
     @torch.no_grad()
     def sequence_logprobs(
-        self, generation, levels: Sequence[str], images_per_cot: int, chunk_logits: int = lp.LOGPROB_CHUNK_LOGITS
+        self,
+        generation,
+        levels: Sequence[str],
+        images_per_cot: int,
+        chunk_logits: int = lp.LOGPROB_CHUNK_LOGITS,
+        temperatures: tuple[float, float] = (1.0, 1.0),
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The same contract as :meth:`JanusPolicy.sequence_logprobs`, without gradients."""
-        return _sequence_logprobs(self, generation, levels, images_per_cot, chunk_logits)
+        return _sequence_logprobs(self, generation, levels, images_per_cot, chunk_logits, temperatures)
 
 
-def _sequence_logprobs(model, generation, levels, images_per_cot, chunk_logits):
-    """BiCoT rows of ``generation`` through ``model``'s own ``text_logprobs`` / ``image_logprobs``."""
+def _sequence_logprobs(model, generation, levels, images_per_cot, chunk_logits, temperatures):
+    """BiCoT rows of ``generation`` through ``model``'s own ``text_logprobs`` / ``image_logprobs``, the text
+    tokens scored at ``temperatures[0]`` and the image tokens at ``temperatures[1]``."""
+    text_t, image_t = temperatures
     return lp.bicot_logprobs(
         generation,
         levels,
         images_per_cot,
-        text_fn=lambda *text: model.text_logprobs(*text, chunk_logits=chunk_logits),
-        image_fn=lambda *image, **positions: model.image_logprobs(*image, chunk_logits=chunk_logits, **positions),
+        text_fn=lambda *text: model.text_logprobs(*text, chunk_logits=chunk_logits, temperature=text_t),
+        image_fn=lambda *image, **positions: model.image_logprobs(
+            *image, chunk_logits=chunk_logits, temperature=image_t, **positions
+        ),
     )
 
 
@@ -478,13 +493,24 @@ class JanusPolicy(nn.Module):
     # ---------------------------------------------------------------- log-probs
     # The reference (ReferenceModel) has the same three methods: the training step calls them
     # without knowing which of the two it holds.
-    def text_logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits=lp.LOGPROB_CHUNK_LOGITS):
+    def text_logprobs(
+        self, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits=lp.LOGPROB_CHUNK_LOGITS, temperature=1.0
+    ):
         """Semantic-CoT log-probs ``[N, C]`` (differentiable): :func:`t2ir1.policy.logprobs.text_logprobs`."""
         return lp.text_logprobs(
-            self.language_model, self.lm_head, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits
+            self.language_model,
+            self.lm_head,
+            prompt_ids,
+            prompt_mask,
+            completion_ids,
+            completion_mask,
+            chunk_logits,
+            temperature=temperature,
         )
 
-    def image_logprobs(self, prompt_ids, prompt_mask, image_tokens, chunk_logits=lp.LOGPROB_CHUNK_LOGITS, position_ids=None):
+    def image_logprobs(
+        self, prompt_ids, prompt_mask, image_tokens, chunk_logits=lp.LOGPROB_CHUNK_LOGITS, position_ids=None, temperature=1.0
+    ):
         """Image-token log-probs ``[N, T]`` (differentiable): :func:`t2ir1.policy.logprobs.image_logprobs`
         (``position_ids``: explicit image-prompt positions, ``algo.prompt_quirks``)."""
         return lp.image_logprobs(
@@ -496,14 +522,21 @@ class JanusPolicy(nn.Module):
             image_tokens,
             chunk_logits,
             position_ids=position_ids,
+            temperature=temperature,
         )
 
     def sequence_logprobs(
-        self, generation, levels: Sequence[str], images_per_cot: int, chunk_logits: int = lp.LOGPROB_CHUNK_LOGITS
+        self,
+        generation,
+        levels: Sequence[str],
+        images_per_cot: int,
+        chunk_logits: int = lp.LOGPROB_CHUNK_LOGITS,
+        temperatures: tuple[float, float] = (1.0, 1.0),
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs and mask ``[N, C + T_img]`` of a generated batch's trained levels
-        (:func:`t2ir1.policy.logprobs.bicot_logprobs`: text tokens first, each CoT repeated for its images)."""
-        return _sequence_logprobs(self, generation, levels, images_per_cot, chunk_logits)
+        (:func:`t2ir1.policy.logprobs.bicot_logprobs`: text tokens first, each CoT repeated for its images);
+        ``temperatures``: (text, image) of the scored distributions (1: the model's own, the original's)."""
+        return _sequence_logprobs(self, generation, levels, images_per_cot, chunk_logits, temperatures)
 
     # ---------------------------------------------------------------- prompts
     def _encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,9 +27,13 @@ if TYPE_CHECKING:
 LOGPROB_CHUNK_LOGITS = 1 << 21
 
 
-def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``hidden`` [K, H], ``targets`` [K] -> log p(target) [K] in float32."""
+def _chunk_logprobs(
+    hidden: torch.Tensor, targets: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], temperature: float = 1.0
+) -> torch.Tensor:
+    """``hidden`` [K, H], ``targets`` [K] -> log p(target) [K] in float32, of ``softmax(logits / temperature)``."""
     logits = head(hidden).float()  # [K, V]
+    if temperature != 1.0:
+        logits = logits / temperature
     target_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [K]
     return target_logits - torch.logsumexp(logits, dim=-1)
 
@@ -39,14 +43,16 @@ def selective_logprobs(
     targets: torch.Tensor,
     head: Callable[[torch.Tensor], torch.Tensor],
     chunk_size: int = 1024,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
-    """log softmax(head(hidden))[target] per position, computed chunk by chunk.
+    """log softmax(head(hidden) / temperature)[target] per position, computed chunk by chunk.
 
     Args:
         hidden: ``[N, T, H]`` hidden states that predict ``targets``.
         targets: ``[N, T]`` token ids.
         head: maps ``[K, H]`` to logits ``[K, V]`` (``lm_head`` or Janus's generation head).
         chunk_size: positions per chunk; peak extra memory is ``chunk_size * V`` floats.
+        temperature: the logits are divided by it (1: the model's own distribution).
     Returns:
         ``[N, T]`` float32 log-probabilities, differentiable w.r.t. ``hidden`` and ``head``.
     """
@@ -61,9 +67,9 @@ def selective_logprobs(
         h = flat_hidden[start : start + chunk_size]
         t = flat_targets[start : start + chunk_size]
         if needs_grad:
-            pieces.append(checkpoint(_chunk_logprobs, h, t, head, use_reentrant=False))
+            pieces.append(checkpoint(_chunk_logprobs, h, t, head, temperature, use_reentrant=False))
         else:
-            pieces.append(_chunk_logprobs(h, t, head))
+            pieces.append(_chunk_logprobs(h, t, head, temperature))
     return torch.cat(pieces).view(n_rows, n_pos)
 
 
@@ -93,6 +99,7 @@ def text_logprobs(
     completion_mask: torch.Tensor,
     chunk_logits: int = LOGPROB_CHUNK_LOGITS,
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Log-probs of the semantic-CoT tokens under ``language_model`` + ``lm_head``.
 
@@ -110,6 +117,8 @@ def text_logprobs(
         chunk_logits: logits held at once (positions per chunk = this // vocabulary size).
         embed: the text embedding table to read the ids with (default: ``language_model``'s
             own; the original's reference reads the policy's, ``ReferenceModel``).
+        temperature: of the scored distribution (1, the original: the model's own; the sampling
+            temperature with ``algo.tempered_logprobs``).
     Returns:
         ``[N, C]`` float32 log-probabilities (values at masked positions are meaningless).
     """
@@ -142,7 +151,7 @@ def text_logprobs(
             )
             hidden = torch.cat([hidden, out.last_hidden_state], dim=1)  # [N, C, H]
     chunk = positions_per_chunk(chunk_logits, lm_head.out_features)
-    return selective_logprobs(hidden, completion_ids, lm_head, chunk)
+    return selective_logprobs(hidden, completion_ids, lm_head, chunk, temperature)
 
 
 def _may_share_prompts(language_model: nn.Module) -> bool:
@@ -225,6 +234,7 @@ def image_logprobs(
     chunk_logits: int = LOGPROB_CHUNK_LOGITS,
     position_ids: torch.Tensor | None = None,
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Log-probs of the image tokens under ``language_model`` + the generation head.
 
@@ -239,6 +249,7 @@ def image_logprobs(
             token); the image tokens continue from each row's last one.
         embed: the text embedding table to read ``prompt_ids`` with (default:
             ``language_model``'s own; the original's reference reads the policy's).
+        temperature: of the scored distribution (as :func:`text_logprobs`).
     Returns:
         ``[N, T]`` float32 log-probabilities of the image tokens (conditional, no CFG).
     """
@@ -262,7 +273,7 @@ def image_logprobs(
     n_prompt, n_image = prompt_ids.shape[1], image_tokens.shape[1]
     hidden = out.last_hidden_state[:, n_prompt - 1 : n_prompt - 1 + n_image]  # [N, T, H]
     chunk = positions_per_chunk(chunk_logits, generation_head.vision_head.out_features)
-    return selective_logprobs(hidden, image_tokens, generation_head, chunk)
+    return selective_logprobs(hidden, image_tokens, generation_head, chunk, temperature)
 
 
 def bicot_logprobs(

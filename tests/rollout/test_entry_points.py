@@ -80,6 +80,28 @@ def test_log_prob_gap_is_nan_under_guidance_and_shows_a_filtered_cot_sampler(tin
     assert diagnostics["rollout/text_logp_diff"].item() > 1e-3
 
 
+def test_tempered_log_probs_replay_a_sampler_below_temperature_one(tiny_policy):
+    """At temperatures 0.7 / 0.8 the original's replay scores the model's own distribution (a gap);
+    algo.tempered_logprobs scores the sampled tokens at the sampling temperatures, policy and reference alike."""
+    gaps = {}
+    for tempered in (False, True):
+        module = make_module(tiny_policy, cfg_weight=1.0, text_temperature=0.7, image_temperature=0.8, tempered_logprobs=tempered)
+        record = module.step_record(module.rollout(RECORDS, step=0))
+        _, diagnostics = module.update(record)
+        gaps[tempered] = (diagnostics["rollout/text_logp_diff"].item(), diagnostics["rollout/logp_diff"].item())
+        if tempered:  # the reference scores at the same temperatures: same weights, zero KL
+            assert torch.allclose(module.sequence_logprobs(record, module.reference)[0], record.ref_logp, atol=1e-6)
+            ref, _ = module.reference.sequence_logprobs(record.generation, module.settings.levels, 1)
+            assert (ref - record.ref_logp).abs().max() > 1e-3  # at temperature 1 it would differ
+    assert max(gaps[True]) < 1e-4
+    assert min(gaps[False]) > 1e-3
+
+
+def test_tempered_log_probs_refuse_a_greedy_sampler():
+    with pytest.raises(ValueError, match="tempered_logprobs=true"):
+        GRPOSettings(text_temperature=0.0, tempered_logprobs=True)
+
+
 def test_the_original_image_prompt_layout_is_replayed_in_training_at_cfg_one(tiny_policy):
     """prompt_quirks: the rollout samples on right-padded prompts with positions 0 .. P-1 (a gap before
     <begin_of_image> on shorter rows) and the training pass replays exactly those inputs."""
