@@ -39,6 +39,7 @@ SETTINGS = {
     "data.batch_size": "batch_size",
     "optimizer.lr": "lr",
     "algo.text_temperature": "text_temperature",
+    "algo.tempered_logprobs": "tempered_logprobs",
     "algo.beta": "beta",
     "algo.cfg_weight": "cfg_weight",
     "algo.max_new_tokens": "max_new_tokens",

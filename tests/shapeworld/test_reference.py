@@ -83,6 +83,7 @@ def test_demo_run_draws_its_curves_over_a_reference_built_from_a_run(tmp_path, c
         "trainer.max_steps=4",
         "data.batch_size=2",
         "algo.group_size=2",
+        "algo.tempered_logprobs=true",
         "callbacks.heldout.num_prompts=6",
         "callbacks.heldout.every_n_steps=2",
         "callbacks.heldout.grid_images=0",
@@ -95,6 +96,7 @@ def test_demo_run_draws_its_curves_over_a_reference_built_from_a_run(tmp_path, c
     assert any(k > 0 for k in summary["kls"][1:])
     assert (out / "heldout" / "curves.png").is_file()
     assert "batch_size 2 vs 4" in caplog.text and "group_size 2 vs 8" in caplog.text
+    assert "tempered_logprobs True vs False" in caplog.text
     assert caplog.text.count("on track?") == 2
 
     built = tmp_path / "reference.json"
