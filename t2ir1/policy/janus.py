@@ -497,16 +497,8 @@ class JanusPolicy(nn.Module):
         self, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits=lp.LOGPROB_CHUNK_LOGITS, temperature=1.0
     ):
         """Semantic-CoT log-probs ``[N, C]`` (differentiable): :func:`t2ir1.policy.logprobs.text_logprobs`."""
-        return lp.text_logprobs(
-            self.language_model,
-            self.lm_head,
-            prompt_ids,
-            prompt_mask,
-            completion_ids,
-            completion_mask,
-            chunk_logits,
-            temperature=temperature,
-        )
+        batch = (prompt_ids, prompt_mask, completion_ids, completion_mask)
+        return lp.text_logprobs(self.language_model, self.lm_head, *batch, chunk_logits, temperature=temperature)
 
     def image_logprobs(
         self, prompt_ids, prompt_mask, image_tokens, chunk_logits=lp.LOGPROB_CHUNK_LOGITS, position_ids=None, temperature=1.0
