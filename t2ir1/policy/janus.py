@@ -136,7 +136,34 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return dtype_named(dtype, "model.dtype")
 
 
-class ReferenceModel(nn.Module):
+class SequenceLogprobs:
+    """``sequence_logprobs`` on top of a class's own ``text_logprobs`` / ``image_logprobs``: the one
+    log-prob contract of the policy and its reference (the training step does not know which it holds)."""
+
+    def sequence_logprobs(
+        self,
+        generation,
+        levels: Sequence[str],
+        images_per_cot: int,
+        chunk_logits: int = lp.LOGPROB_CHUNK_LOGITS,
+        temperatures: tuple[float, float] = (1.0, 1.0),
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and mask ``[N, C + T_img]`` of a generated batch's trained levels
+        (:func:`t2ir1.policy.logprobs.bicot_logprobs`: text tokens first, each CoT repeated for its images);
+        ``temperatures``: (text, image) of the scored distributions (1: the model's own, the original's)."""
+        text_t, image_t = temperatures
+        return lp.bicot_logprobs(
+            generation,
+            levels,
+            images_per_cot,
+            text_fn=lambda *text: self.text_logprobs(*text, chunk_logits=chunk_logits, temperature=text_t),
+            image_fn=lambda *image, **positions: self.image_logprobs(
+                *image, chunk_logits=chunk_logits, temperature=image_t, **positions
+            ),
+        )
+
+
+class ReferenceModel(SequenceLogprobs, nn.Module):
     """The frozen initial policy for the KL term.
 
     Holds its own copy of the trained parts only (language model + ``lm_head``); the frozen
@@ -201,33 +228,6 @@ class ReferenceModel(nn.Module):
             temperature=temperature,
             embed=self._text_embedding(),
         )
-
-    @torch.no_grad()
-    def sequence_logprobs(
-        self,
-        generation,
-        levels: Sequence[str],
-        images_per_cot: int,
-        chunk_logits: int = lp.LOGPROB_CHUNK_LOGITS,
-        temperatures: tuple[float, float] = (1.0, 1.0),
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same contract as :meth:`JanusPolicy.sequence_logprobs`, without gradients."""
-        return _sequence_logprobs(self, generation, levels, images_per_cot, chunk_logits, temperatures)
-
-
-def _sequence_logprobs(model, generation, levels, images_per_cot, chunk_logits, temperatures):
-    """BiCoT rows of ``generation`` through ``model``'s own ``text_logprobs`` / ``image_logprobs``, the text
-    tokens scored at ``temperatures[0]`` and the image tokens at ``temperatures[1]``."""
-    text_t, image_t = temperatures
-    return lp.bicot_logprobs(
-        generation,
-        levels,
-        images_per_cot,
-        text_fn=lambda *text: model.text_logprobs(*text, chunk_logits=chunk_logits, temperature=text_t),
-        image_fn=lambda *image, **positions: model.image_logprobs(
-            *image, chunk_logits=chunk_logits, temperature=image_t, **positions
-        ),
-    )
 
 
 class AdapterFreeReference(ReferenceModel):
@@ -296,7 +296,7 @@ def check_lora(lora: Mapping | None, where: str = "model.lora") -> dict | None:
     }
 
 
-class JanusPolicy(nn.Module):
+class JanusPolicy(SequenceLogprobs, nn.Module):
     """A Janus(-Pro) model with its processor, exposing what BiCoT-GRPO needs.
 
     Args:
@@ -491,8 +491,8 @@ class JanusPolicy(nn.Module):
         return self.model.prepare_embeddings_for_image_generation(image_tokens)
 
     # ---------------------------------------------------------------- log-probs
-    # The reference (ReferenceModel) has the same three methods: the training step calls them
-    # without knowing which of the two it holds.
+    # The reference (ReferenceModel) has the same two methods (without gradients), and both take
+    # sequence_logprobs from SequenceLogprobs: the training step does not know which it holds.
     def text_logprobs(
         self, prompt_ids, prompt_mask, completion_ids, completion_mask, chunk_logits=lp.LOGPROB_CHUNK_LOGITS, temperature=1.0
     ):
@@ -516,19 +516,6 @@ class JanusPolicy(nn.Module):
             position_ids=position_ids,
             temperature=temperature,
         )
-
-    def sequence_logprobs(
-        self,
-        generation,
-        levels: Sequence[str],
-        images_per_cot: int,
-        chunk_logits: int = lp.LOGPROB_CHUNK_LOGITS,
-        temperatures: tuple[float, float] = (1.0, 1.0),
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probs and mask ``[N, C + T_img]`` of a generated batch's trained levels
-        (:func:`t2ir1.policy.logprobs.bicot_logprobs`: text tokens first, each CoT repeated for its images);
-        ``temperatures``: (text, image) of the scored distributions (1: the model's own, the original's)."""
-        return _sequence_logprobs(self, generation, levels, images_per_cot, chunk_logits, temperatures)
 
     # ---------------------------------------------------------------- prompts
     def _encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
