@@ -494,18 +494,41 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-scenes", type=int, default=PretrainConfig.num_scenes)
     parser.add_argument("--vq-steps", type=int, default=PretrainConfig.vq_steps)
     parser.add_argument("--sft-steps", type=int, default=PretrainConfig.sft_steps)
+    parser.add_argument("--sft-lr", type=float, default=PretrainConfig.sft_lr)
     parser.add_argument("--threads", type=int, default=PretrainConfig.threads)
     parser.add_argument(
         "--vq-from", default=None, help="reuse the VQ model of this checkpoint (skips the VQ stage)"
     )
+    spec = SHAPEWORLD_SPEC
+    parser.add_argument(
+        "--hidden-size",
+        type=int,
+        default=spec.hidden_size,
+        help=f"language model width; the MLP is {spec.intermediate_size // spec.hidden_size}x it (default {spec.hidden_size})",
+    )
+    parser.add_argument("--heads", type=int, default=spec.num_attention_heads, help="attention heads")
+    parser.add_argument("--kv-heads", type=int, default=spec.num_key_value_heads, help="key/value heads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.hidden_size % args.heads or args.heads % args.kv_heads:
+        parser.error(
+            f"--hidden-size {args.hidden_size} must be a multiple of --heads {args.heads}, "
+            f"and --heads a multiple of --kv-heads {args.kv_heads}"
+        )
     cfg = replace(
         PretrainConfig(),
+        spec=replace(
+            spec,
+            hidden_size=args.hidden_size,
+            intermediate_size=args.hidden_size * (spec.intermediate_size // spec.hidden_size),
+            num_attention_heads=args.heads,
+            num_key_value_heads=args.kv_heads,
+        ),
         seed=args.seed,
         num_scenes=args.num_scenes,
         vq_steps=args.vq_steps,
         sft_steps=args.sft_steps,
+        sft_lr=args.sft_lr,
         threads=args.threads,
         vq_from=args.vq_from,
     )

@@ -17,6 +17,7 @@ from t2ir1.shapeworld.detector import ShapeDetector
 from t2ir1.shapeworld.pretrain import (
     PretrainConfig,
     from_pixels,
+    main,
     pad_rows,
     pretrain,
     quantize,
@@ -189,3 +190,20 @@ def test_recipe_end_to_end_at_toy_length_writes_a_loadable_checkpoint(tmp_path):
         vq.quantize.embedding.weight.norm(dim=-1), torch.ones(vq.quantize.num_embeddings), atol=1e-4
     )
     assert not list((tmp_path).glob("*.tmp*"))  # staging directory renamed into place
+
+
+def test_cli_builds_a_wider_model_on_the_shipped_vq(tmp_path):
+    """`--hidden-size/--heads/--kv-heads/--sft-lr/--vq-from`: the width that lets the image stage bind objects."""
+    out = tmp_path / "wide"
+    argv = ["--out", str(out), "--num-scenes", "8", "--sft-steps", "1", "--threads", "1"]
+    figures = main([*argv, "--vq-from", str(CHECKPOINT_DIR), "--hidden-size", "64", "--heads", "4", "--kv-heads", "2",
+                    "--sft-lr", "3e-4"])  # fmt: skip
+    recipe = json.loads((out / "pretrain.json").read_text())
+    spec = recipe["config"]["spec"]
+    assert (spec["hidden_size"], spec["intermediate_size"]) == (64, 128)
+    assert (spec["num_attention_heads"], spec["num_key_value_heads"]) == (4, 2)
+    assert recipe["config"]["sft_lr"] == 3e-4 and figures["vq"]["reused_from"] == str(CHECKPOINT_DIR)
+    text_config = load_policy(out).model.config.text_config
+    assert (text_config.hidden_size, text_config.num_attention_heads) == (64, 4)
+    with pytest.raises(SystemExit):
+        main([*argv, "--hidden-size", "100", "--heads", "8"])  # 100 is not a multiple of 8
