@@ -82,6 +82,12 @@ class TinyJanusSpec:
             raise ValueError(f"tiny Janus: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.vq_base_channels % 32:
             raise ValueError("tiny Janus: vq_base_channels must be a multiple of 32 (the VQ model uses GroupNorm(32))")
+        if self.hidden_size % self.num_attention_heads or self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"tiny Janus: hidden_size {self.hidden_size} must be a multiple of num_attention_heads "
+                f"{self.num_attention_heads}, and num_attention_heads a multiple of num_key_value_heads "
+                f"{self.num_key_value_heads}"
+            )
 
     def fingerprint(self, corpus: tuple[str, ...]) -> str:
         payload = json.dumps({"spec": asdict(self), "corpus": corpus}, sort_keys=True)

@@ -500,30 +500,31 @@ def main(argv: list[str] | None = None) -> dict:
         "--vq-from", default=None, help="reuse the VQ model of this checkpoint (skips the VQ stage)"
     )
     spec = SHAPEWORLD_SPEC
+    mlp_ratio = spec.intermediate_size // spec.hidden_size
     parser.add_argument(
         "--hidden-size",
         type=int,
         default=spec.hidden_size,
-        help=f"language model width; the MLP is {spec.intermediate_size // spec.hidden_size}x it (default {spec.hidden_size})",
+        help=f"language model width; the MLP is {mlp_ratio}x it (default {spec.hidden_size})",
     )
     parser.add_argument("--heads", type=int, default=spec.num_attention_heads, help="attention heads")
     parser.add_argument("--kv-heads", type=int, default=spec.num_key_value_heads, help="key/value heads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.hidden_size % args.heads or args.heads % args.kv_heads:
-        parser.error(
-            f"--hidden-size {args.hidden_size} must be a multiple of --heads {args.heads}, "
-            f"and --heads a multiple of --kv-heads {args.kv_heads}"
-        )
+    spec = replace(
+        spec,
+        hidden_size=args.hidden_size,
+        intermediate_size=args.hidden_size * mlp_ratio,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+    )
+    try:
+        spec.validate()  # before hours of data and training, not at the build
+    except ValueError as error:
+        parser.error(f"--hidden-size/--heads/--kv-heads: {error}")
     cfg = replace(
         PretrainConfig(),
-        spec=replace(
-            spec,
-            hidden_size=args.hidden_size,
-            intermediate_size=args.hidden_size * (spec.intermediate_size // spec.hidden_size),
-            num_attention_heads=args.heads,
-            num_key_value_heads=args.kv_heads,
-        ),
+        spec=spec,
         seed=args.seed,
         num_scenes=args.num_scenes,
         vq_steps=args.vq_steps,
