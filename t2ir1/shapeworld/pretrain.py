@@ -129,6 +129,10 @@ class PretrainConfig:
     # Reuse the VQ model of this checkpoint directory instead of training one (stage 2 skipped;
     # for iterating on the SFT stage). None: train the VQ model (the shipped recipe).
     vq_from: str | None = None
+    # Dtype of the saved weights: "float32" (the shipped checkpoint) or "bfloat16" (half the bytes, for
+    # wider models under the 10 MiB limit). Training runs in float32 either way; loaders read the
+    # weights at their own dtype (model.dtype, float32 on CPU), so a bfloat16 file is upcast on load.
+    save_dtype: str = "float32"
     extra: dict = field(default_factory=dict)
 
 
@@ -441,7 +445,7 @@ def pretrain(out_dir: str | os.PathLike, cfg: PretrainConfig | None = None) -> d
     sft_generator = torch.Generator().manual_seed(cfg.seed)
     figures["sft"] = train_sft(model, tokenizer, examples, codes, cfg, sft_generator)
 
-    model.save_pretrained(staging, safe_serialization=True)
+    model.to(getattr(torch, cfg.save_dtype)).save_pretrained(staging, safe_serialization=True)
     processor.save_pretrained(staging)
     shapeworld_run_card().save(staging)  # generate.py / eval.py sample it at CFG 1 with its prompt
     figures["total_seconds"] = time.perf_counter() - started
@@ -509,6 +513,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--heads", type=int, default=spec.num_attention_heads, help="attention heads")
     parser.add_argument("--kv-heads", type=int, default=spec.num_key_value_heads, help="key/value heads")
+    parser.add_argument(
+        "--save-dtype",
+        choices=("float32", "bfloat16"),
+        default=PretrainConfig.save_dtype,
+        help="dtype of the saved weights (bfloat16 halves the file; loaders upcast to model.dtype)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     spec = replace(
@@ -532,6 +542,7 @@ def main(argv: list[str] | None = None) -> dict:
         sft_lr=args.sft_lr,
         threads=args.threads,
         vq_from=args.vq_from,
+        save_dtype=args.save_dtype,
     )
     return pretrain(args.out, cfg)
 

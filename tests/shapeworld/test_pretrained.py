@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from safetensors import safe_open
 
 from t2ir1.policy.janus import CheckpointError, JanusPolicy
 from t2ir1.policy.prompts import DEFAULT_REASONING_PROMPT, SYSTEM_PROMPT, image_prompt, semantic_prompt
@@ -193,17 +194,22 @@ def test_recipe_end_to_end_at_toy_length_writes_a_loadable_checkpoint(tmp_path):
 
 
 def test_cli_builds_a_wider_model_on_the_shipped_vq(tmp_path):
-    """`--hidden-size/--heads/--kv-heads/--sft-lr/--vq-from`: the width that lets the image stage bind objects."""
+    """`--hidden-size/--heads/--kv-heads/--sft-lr/--vq-from/--save-dtype`: the width that lets the image stage bind
+    objects, stored in bfloat16 (half the bytes) and read back at the loader's float32."""
     out = tmp_path / "wide"
     argv = ["--out", str(out), "--num-scenes", "8", "--sft-steps", "1", "--threads", "1"]
     figures = main([*argv, "--vq-from", str(CHECKPOINT_DIR), "--hidden-size", "64", "--heads", "4", "--kv-heads", "2",
-                    "--sft-lr", "3e-4"])  # fmt: skip
+                    "--sft-lr", "3e-4", "--save-dtype", "bfloat16"])  # fmt: skip
     recipe = json.loads((out / "pretrain.json").read_text())
     spec = recipe["config"]["spec"]
     assert (spec["hidden_size"], spec["intermediate_size"]) == (64, 128)
     assert (spec["num_attention_heads"], spec["num_key_value_heads"]) == (4, 2)
     assert recipe["config"]["sft_lr"] == 3e-4 and figures["vq"]["reused_from"] == str(CHECKPOINT_DIR)
-    text_config = load_policy(out).model.config.text_config
+    with safe_open(out / "model.safetensors", framework="pt") as stored:
+        assert {stored.get_slice(name).get_dtype() for name in stored.keys()} == {"BF16"}
+    policy = load_policy(out)
+    text_config = policy.model.config.text_config
     assert (text_config.hidden_size, text_config.num_attention_heads) == (64, 4)
+    assert {p.dtype for p in policy.model.parameters()} == {torch.float32}
     with pytest.raises(SystemExit):
         main([*argv, "--hidden-size", "100", "--heads", "8"])  # 100 is not a multiple of 8
