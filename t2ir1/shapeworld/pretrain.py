@@ -88,6 +88,10 @@ SHAPEWORLD_SPEC = TinyJanusSpec(
 )
 
 
+# Dtypes the checkpoint's weights may be stored in (PretrainConfig.save_dtype).
+SAVE_DTYPES = ("float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """Every knob of the recipe (defaults: the shipped checkpoint)."""
@@ -408,6 +412,8 @@ def _seed_everything(seed: int) -> torch.Generator:
 def pretrain(out_dir: str | os.PathLike, cfg: PretrainConfig | None = None) -> dict:
     """Run the whole recipe and write the checkpoint to ``out_dir``; returns the figures."""
     cfg = cfg or PretrainConfig()
+    if cfg.save_dtype not in SAVE_DTYPES:  # before an hour of training, not at the save
+        raise ValueError(f"PretrainConfig.save_dtype must be one of {SAVE_DTYPES}, got {cfg.save_dtype!r}")
     torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
     generator = _seed_everything(cfg.seed)
@@ -515,7 +521,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--kv-heads", type=int, default=spec.num_key_value_heads, help="key/value heads")
     parser.add_argument(
         "--save-dtype",
-        choices=("float32", "bfloat16"),
+        choices=SAVE_DTYPES,
         default=PretrainConfig.save_dtype,
         help="dtype of the saved weights (bfloat16 halves the file; loaders upcast to model.dtype)",
     )

@@ -213,3 +213,11 @@ def test_cli_builds_a_wider_model_on_the_shipped_vq(tmp_path):
     assert {p.dtype for p in policy.model.parameters()} == {torch.float32}
     with pytest.raises(SystemExit):
         main([*argv, "--hidden-size", "100", "--heads", "8"])  # 100 is not a multiple of 8
+
+
+def test_pretrain_refuses_an_unknown_save_dtype_before_any_work(tmp_path):
+    """A save dtype the recipe cannot store fails at once, not after an hour of training at the save."""
+    cfg = PretrainConfig(num_scenes=8, sft_steps=1, vq_from=str(CHECKPOINT_DIR), save_dtype="float16")
+    with pytest.raises(ValueError, match="save_dtype must be one of .*float16"):
+        pretrain(tmp_path / "out", cfg)
+    assert not any(tmp_path.iterdir())  # nothing built or staged
