@@ -500,12 +500,43 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--out", default=str(CHECKPOINT_DIR), help="checkpoint directory (default: the shipped one)"
     )
-    parser.add_argument("--seed", type=int, default=PretrainConfig.seed)
-    parser.add_argument("--num-scenes", type=int, default=PretrainConfig.num_scenes)
-    parser.add_argument("--vq-steps", type=int, default=PretrainConfig.vq_steps)
-    parser.add_argument("--sft-steps", type=int, default=PretrainConfig.sft_steps)
-    parser.add_argument("--sft-lr", type=float, default=PretrainConfig.sft_lr)
-    parser.add_argument("--threads", type=int, default=PretrainConfig.threads)
+    defaults = PretrainConfig()
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help=f"seed of the training prompts, scenes, initialisation and batch order (default {defaults.seed})",
+    )
+    parser.add_argument(
+        "--num-scenes",
+        type=int,
+        default=defaults.num_scenes,
+        help=f"training prompts, one ground-truth scene each (default {defaults.num_scenes})",
+    )
+    parser.add_argument(
+        "--vq-steps",
+        type=int,
+        default=defaults.vq_steps,
+        help=f"VQ stage optimiser steps (default {defaults.vq_steps})",
+    )
+    parser.add_argument(
+        "--sft-steps",
+        type=int,
+        default=defaults.sft_steps,
+        help=f"SFT stage optimiser steps (default {defaults.sft_steps})",
+    )
+    parser.add_argument(
+        "--sft-lr",
+        type=float,
+        default=defaults.sft_lr,
+        help=f"SFT peak learning rate, AdamW with warm-up and cosine decay (default {defaults.sft_lr:g})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=defaults.threads,
+        help=f"torch CPU threads; the result depends on them (default {defaults.threads})",
+    )
     parser.add_argument(
         "--vq-from", default=None, help="reuse the VQ model of this checkpoint (skips the VQ stage)"
     )
@@ -522,7 +553,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--save-dtype",
         choices=SAVE_DTYPES,
-        default=PretrainConfig.save_dtype,
+        default=defaults.save_dtype,
         help="dtype of the saved weights (bfloat16 halves the file; loaders upcast to model.dtype)",
     )
     args = parser.parse_args(argv)
