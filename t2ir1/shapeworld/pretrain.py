@@ -505,37 +505,37 @@ def main(argv: list[str] | None = None) -> dict:
         "--seed",
         type=int,
         default=defaults.seed,
-        help=f"seed of the training prompts, scenes, initialisation and batch order (default {defaults.seed})",
+        help="seed of the training prompts, scenes, initialisation and batch order (default %(default)s)",
     )
     parser.add_argument(
         "--num-scenes",
         type=int,
         default=defaults.num_scenes,
-        help=f"training prompts, one ground-truth scene each (default {defaults.num_scenes})",
+        help="training prompts, one ground-truth scene each (default %(default)s)",
     )
     parser.add_argument(
         "--vq-steps",
         type=int,
         default=defaults.vq_steps,
-        help=f"VQ stage optimiser steps (default {defaults.vq_steps})",
+        help="VQ stage optimiser steps (default %(default)s)",
     )
     parser.add_argument(
         "--sft-steps",
         type=int,
         default=defaults.sft_steps,
-        help=f"SFT stage optimiser steps (default {defaults.sft_steps})",
+        help="SFT stage optimiser steps (default %(default)s)",
     )
     parser.add_argument(
         "--sft-lr",
         type=float,
         default=defaults.sft_lr,
-        help=f"SFT peak learning rate, AdamW with warm-up and cosine decay (default {defaults.sft_lr:g})",
+        help="SFT peak learning rate, AdamW with warm-up and cosine decay (default %(default)s)",
     )
     parser.add_argument(
         "--threads",
         type=int,
         default=defaults.threads,
-        help=f"torch CPU threads; the result depends on them (default {defaults.threads})",
+        help="torch CPU threads; the result depends on them (default %(default)s)",
     )
     parser.add_argument(
         "--vq-from", default=None, help="reuse the VQ model of this checkpoint (skips the VQ stage)"
